@@ -1,0 +1,54 @@
+"""Every error codenn raises on purpose derives from :class:`CodennError`.
+
+Messages follow one rule: say what failed, the value received, and what is valid, so that a
+user never has to read a traceback from deep inside torch to learn what they did wrong.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class CodennError(Exception):
+    """Base class of all errors codenn raises for bad input, bad plugins or bad state."""
+
+
+class PluginError(CodennError):
+    """A plugin failed to load, implements an unknown hook, or registered something invalid."""
+
+
+class DuplicateNameError(PluginError):
+    """Two plugins (or one plugin twice) registered the same name in one registry."""
+
+
+class UnknownNameError(CodennError, KeyError):
+    """A name was looked up in a registry that does not hold it."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class SplitError(CodennError):
+    """A model cannot be cut into blocks as asked."""
+
+
+class BoundaryMismatchError(CodennError):
+    """A tensor or a link does not fit the boundary it is meant for."""
+
+
+class PathSpecError(CodennError, ValueError):
+    """A path specification is malformed or refers to blocks that do not exist."""
+
+
+class ConfigError(CodennError, ValueError):
+    """A configuration value is out of range or inconsistent."""
+
+
+class FrozenParameterError(CodennError):
+    """A provider's frozen parameters changed, or were about to be trained."""
+
+
+def available(names: Iterable[str]) -> str:
+    """Format the valid choices for an error message."""
+    listed = sorted(names)
+    return ", ".join(repr(n) for n in listed) if listed else "(none registered)"

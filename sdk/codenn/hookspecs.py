@@ -1,0 +1,34 @@
+"""Every hook a codenn plugin can implement, and nothing else.
+
+Plugins contribute by calling the ``register`` callback they receive, as ``llm`` and ``tox`` do:
+the core owns the registries, rejects duplicate names and records which plugin registered what.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("codenn")
+hookimpl = pluggy.HookimplMarker("codenn")
+
+
+@hookspec
+def codenn_register_splitters(register: Callable[[Any], None]) -> None:
+    """Register block splitters.
+
+    Call ``register(splitter)`` once per :class:`codenn.splitters.BlockSplitter` instance. A
+    splitter says which models it handles and cuts one into N contiguous blocks.
+    """
+
+
+@hookspec
+def codenn_register_link_factories(register: Callable[..., None]) -> None:
+    """Register link factories.
+
+    Call ``register(name, build, description="...")`` where
+    ``build(src: BoundarySpec, dst: BoundarySpec, **options) -> torch.nn.Module``. A factory sees
+    only the two public boundary specs, never another provider's module or parameters.
+    """

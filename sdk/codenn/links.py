@@ -1,0 +1,85 @@
+"""Link registry glue: look a factory up by name, build a link, check it fits its boundaries.
+
+Factories come from plugins (``codenn_register_link_factories``). A factory is given only the two
+public :class:`BoundarySpec` s and options, so it can never see another provider's parameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from codenn.blocks import BoundarySpec
+from codenn.errors import BoundaryMismatchError, ConfigError, PluginError
+
+if TYPE_CHECKING:
+    from codenn.plugins import Plugins
+
+DEFAULT_LINK = "paper"
+
+
+@dataclass(frozen=True)
+class LinkFactory:
+    """A named builder of link modules."""
+
+    name: str
+    build: Callable[..., nn.Module]
+    description: str = ""
+
+
+def build_link(
+    src: BoundarySpec,
+    dst: BoundarySpec,
+    factory: str = DEFAULT_LINK,
+    *,
+    plugins: Plugins | None = None,
+    **options: Any,
+) -> nn.Module:
+    """Build a trainable link from boundary ``src`` to the input expected at ``dst``.
+
+    The result is checked on a random batch: its output must match ``dst`` exactly.
+    """
+    if plugins is None:
+        from codenn.plugins import get_plugins
+
+        plugins = get_plugins()
+    entry = plugins.link_factories.get(factory)
+    try:
+        link = entry.build(src, dst, **options)
+    except TypeError as exc:
+        raise ConfigError(
+            f"link factory {factory!r} rejected options {sorted(options)}: {exc}"
+        ) from exc
+    if not isinstance(link, nn.Module):
+        raise PluginError(
+            f"link factory {factory!r} (plugin {plugins.link_factories.owner(factory)!r}) returned "
+            f"{type(link).__name__}; it must return a torch.nn.Module"
+        )
+    check_link(link, src, dst, factory)
+    link.requires_grad_(True)
+    return link
+
+
+def check_link(link: nn.Module, src: BoundarySpec, dst: BoundarySpec, factory: str = "?") -> None:
+    """Run a random batch through ``link`` and require the output shape of ``dst``."""
+    was_training = link.training
+    link.eval()
+    try:
+        with torch.no_grad():
+            out = link(src.example(batch=2))
+    except Exception as exc:
+        raise BoundaryMismatchError(
+            f"link factory {factory!r} built a link that fails on input {src.shape} "
+            f"({src.name!r}): {type(exc).__name__}: {exc}"
+        ) from exc
+    finally:
+        link.train(was_training)
+    if tuple(out.shape[1:]) != dst.shape:
+        raise BoundaryMismatchError(
+            f"link factory {factory!r} maps {src.shape} ({src.name!r}) to {tuple(out.shape[1:])}, "
+            f"but boundary {dst.name!r} expects {dst.shape} (batch excluded)"
+        )
