@@ -25,4 +25,4 @@ def _tensor_bytes(tensor: torch.Tensor) -> bytes:
     t = tensor.contiguous().cpu()
     if t.numel() == 0:
         return b""
-    return t.view(torch.uint8).numpy().tobytes() if t.dtype != torch.bool else t.numpy().tobytes()
+    return t.reshape(-1).view(torch.uint8).numpy().tobytes()

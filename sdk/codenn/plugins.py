@@ -131,7 +131,7 @@ class Plugins:
     def _call_each(self, hook_name: str, make_register: Callable[[str], Callable[..., Any]]) -> None:
         """Call one hook per plugin, so each ``register`` call knows its owner."""
         caller = getattr(self.pm.hook, hook_name)
-        for impl in reversed(caller.get_hookimpls()):  # registration order
+        for impl in caller.get_hookimpls():  # registration order
             register = make_register(impl.plugin_name)
             try:
                 impl.function(*[{"register": register}[a] for a in impl.argnames])

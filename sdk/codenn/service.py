@@ -141,7 +141,6 @@ class Service(nn.Module):
                 f"splitter {splitter!r} does not handle {type(model).__name__}; it handles "
                 f"{', '.join(chosen.architectures) or 'its own models'}"
             )
-        model.eval()
         model.requires_grad_(False)
         count = chosen.default_blocks if num_blocks is None else num_blocks
         chosen.check_count(model, count)
@@ -156,6 +155,7 @@ class Service(nn.Module):
         self._architecture = architecture or type(model).__name__
         self._modality = modality or chosen.modality
         self._input = BoundarySpec(tuple(input_shape), name="input", layout=_input_layout(input_shape))
+        self.train(False)
         self._boundaries, self._block_cards = self._probe()
         self._fingerprint = fingerprint(self.model)
 
@@ -265,9 +265,7 @@ class Service(nn.Module):
 
     def train(self, mode: bool = True) -> Service:
         """A service never leaves eval mode: its blocks are frozen."""
-        self.training = False
-        self.model.eval()
-        return self
+        return super().train(False)
 
     def __repr__(self) -> str:
         return f"Service({self.name!r}, {self._architecture}, blocks={self.num_blocks})"

@@ -1,0 +1,387 @@
+"""Splitter for timm CNNs, generic over architectures through timm's feature metadata.
+
+timm describes every CNN's natural cut points in ``model.feature_info``: the module whose
+output is each feature stage (with its channels and reduction). This splitter traces the model
+with torch.fx, honouring timm's own leaf modules and no-trace functions, and cuts the graph
+right after those modules' outputs. Blocks are GraphModules that reference the model's own
+submodules and parameters (nothing is copied).
+
+Because tracing bakes ``self.training`` branches (drop-path, batch-norm-act) into the graph,
+every block holds one graph traced in train mode and one traced in eval mode, and runs the one
+matching the mode of the model's modules it shares: ``model.train()``, ``block.train()`` and
+``FrozenBlock``'s eval all select the right graph.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import fx, nn
+
+from codenn import hookimpl
+from codenn.errors import SplitError
+from codenn.splitters import BlockSplitter, NamedModule, choose_cuts
+
+SUPPORTED = (
+    "timm CNNs with NCHW feature maps: resnet, efficientnet, mobilenetv3, regnet, convnext, "
+    "and other timm models whose feature_info stages are chained 4-d feature maps"
+)
+HEAD = "head"
+
+
+class TimmFeatureSplitter(BlockSplitter):
+    """Cuts timm CNNs after their ``feature_info`` stages, with the classifier head last.
+
+    Candidate cuts are the outputs of the feature stages, so ``max_blocks`` is the number of
+    stages plus one (the head). N blocks always cut before the head first, then spread the
+    other N-2 cuts evenly over the stages.
+    """
+
+    name = "timm"
+    architectures = ("timm-cnn",)
+    default_blocks = 5
+    description = "timm CNNs (resnet, efficientnet, mobilenetv3, regnet, convnext, ...): cut at feature_info stages, head last"
+
+    def handles(self, model: nn.Module) -> bool:
+        """timm models with per-stage feature metadata and no token (ViT-like) features.
+
+        Kept cheap (no tracing): ``find_splitter`` calls it on every model. Anything this lets
+        through that still is not a chain of NCHW stages is refused by :meth:`split`.
+        """
+        if not type(model).__module__.startswith("timm."):
+            return False
+        return bool(_feature_dicts(model)) and not _is_token_model(model)
+
+    def max_blocks(self, model: nn.Module) -> int:
+        return len(_feature_dicts(model)) + 1
+
+    def split(self, model: nn.Module, num_blocks: int) -> list[NamedModule]:
+        if not self.handles(model):
+            raise SplitError(
+                f"splitter {self.name!r} cannot cut a {type(model).__name__} "
+                f"({type(model).__module__}); it supports {SUPPORTED}. Token models (ViT, Swin, ...) "
+                "are not supported"
+            )
+        self.check_count(model, num_blocks)
+        features = _feature_dicts(model)
+        cut_stages = choose_cuts(len(features) + 1, num_blocks, [len(features) - 1])
+        cut_modules = [features[i]["module"] for i in cut_stages]
+
+        modes = _training_modes(model)
+        try:
+            parts = {mode: _partition(model, mode, cut_modules, features) for mode in (True, False)}
+        finally:
+            _restore_modes(modes)
+        names = parts[False].names
+        blocks = [
+            _TimmBlock(name, train_gm, eval_gm)
+            for name, train_gm, eval_gm in zip(names, parts[True].modules, parts[False].modules)
+        ]
+        _check_boundaries(model, blocks, [features[i] for i in cut_stages])
+        return [(b.block_name, b) for b in blocks]
+
+
+class _TimmBlock(nn.Module):
+    """One contiguous piece of a traced timm model, as a train-mode and an eval-mode graph."""
+
+    def __init__(self, name: str, train_graph: fx.GraphModule, eval_graph: fx.GraphModule) -> None:
+        super().__init__()
+        self.block_name = name
+        self.train_graph = train_graph
+        self.eval_graph = eval_graph
+        # not registered as a submodule: only read for its mode (see module docstring)
+        self._mode_ref: list[nn.Module] = _first_submodule(eval_graph)
+
+    def _is_training(self) -> bool:
+        return self._mode_ref[0].training if self._mode_ref else self.training
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.train_graph if self._is_training() else self.eval_graph)(x)
+
+    def extra_repr(self) -> str:
+        return f"name={self.block_name!r}"
+
+
+class _Parts:
+    """The blocks of one traced graph (one mode): names and GraphModules."""
+
+    def __init__(self, names: list[str], modules: list[fx.GraphModule]) -> None:
+        self.names = names
+        self.modules = modules
+
+
+class _Root(nn.Module):
+    """Calls the model with its forward's defaults, so optional arguments (``attn_mask=None``)
+    do not become extra graph inputs."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> Any:
+        return self.model(x)
+
+
+ROOT = "model."
+
+
+class _Tracer(fx.Tracer):
+    """An fx tracer that respects timm's leaf modules / no-trace functions and records, for
+    every module call, the node its output came from and, for every node, its module path
+    (relative to the model, not to the :class:`_Root` that wraps it)."""
+
+    def __init__(self, leaf_types: Sequence[type], autowrap_functions: Sequence[Callable[..., Any]]) -> None:
+        super().__init__(autowrap_modules=(math,), autowrap_functions=tuple(autowrap_functions))
+        self._leaf_types = tuple(leaf_types)
+        self.module_outputs: dict[str, list[Any]] = {}
+        self.node_paths: dict[fx.Node, str] = {}
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        if self._leaf_types and isinstance(m, self._leaf_types):
+            return True
+        return super().is_leaf_module(m, module_qualified_name)
+
+    def call_module(self, m: nn.Module, forward: Callable[..., Any], args: tuple[Any, ...],
+                    kwargs: dict[str, Any]) -> Any:
+        out = super().call_module(m, forward, args, kwargs)
+        self.module_outputs.setdefault(self.path_of_module(m).removeprefix(ROOT), []).append(out)
+        return out
+
+    def create_proxy(self, kind: str, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
+                     *rest: Any, **options: Any) -> fx.Proxy:
+        proxy = super().create_proxy(kind, target, args, kwargs, *rest, **options)
+        path = target if kind == "call_module" else self.scope.module_path
+        self.node_paths[proxy.node] = path.removeprefix(ROOT) if path != "model" else ""
+        return proxy
+
+
+def _feature_dicts(model: nn.Module) -> list[dict[str, Any]]:
+    """``model.feature_info`` as a list of dicts, or [] if the model has none usable.
+
+    A ``features_only`` wrapper holds a ``FeatureInfo`` object instead of a list and returns a
+    list of maps, so it is not a chain of blocks: it gets [] too.
+    """
+    info = getattr(model, "feature_info", None)
+    if not isinstance(info, list) or not info:
+        return []
+    if not all(isinstance(d, dict) and isinstance(d.get("module"), str) and d["module"] for d in info):
+        return []
+    return info
+
+
+def _is_token_model(model: nn.Module) -> bool:
+    """ViT-like models: position embeddings / class tokens, or non-NCHW feature output."""
+    if any(hasattr(model, a) for a in ("pos_embed", "cls_token", "reg_token")):
+        return True
+    fmt = getattr(model, "output_fmt", "NCHW")
+    return str(getattr(fmt, "value", fmt)) != "NCHW"
+
+
+def _training_modes(model: nn.Module) -> dict[nn.Module, bool]:
+    return {m: m.training for m in model.modules()}
+
+
+def _restore_modes(modes: dict[nn.Module, bool]) -> None:
+    for m, mode in modes.items():
+        m.training = mode
+
+
+def _trace(root: _Root, training: bool) -> tuple[fx.Graph, _Tracer]:
+    """Trace the model in one mode with timm's FX rules (leaf modules, autowrapped functions)."""
+    from timm.layers import get_notrace_functions, get_notrace_modules
+
+    model = root.model
+    model.train(training)
+    tracer = _Tracer(get_notrace_modules(), get_notrace_functions())
+    try:
+        graph = tracer.trace(root)
+    except Exception as exc:
+        raise SplitError(
+            f"splitter 'timm' could not trace {type(model).__name__} with torch.fx "
+            f"({'train' if training else 'eval'} mode): {type(exc).__name__}: {exc}. It supports "
+            f"{SUPPORTED} that torch.fx can trace"
+        ) from exc
+    return graph, tracer
+
+
+def _partition(model: nn.Module, training: bool, cut_modules: list[str],
+               features: list[dict[str, Any]]) -> _Parts:
+    """Cut the graph traced in one mode after each of ``cut_modules``' outputs."""
+    root = _Root(model)
+    graph, tracer = _trace(root, training)
+    mode = "train" if training else "eval"
+    nodes = list(graph.nodes)
+    placeholders = [n for n in nodes if n.op == "placeholder"]
+    outputs = [n for n in nodes if n.op == "output"]
+    if len(placeholders) != 1:
+        raise SplitError(
+            f"{type(model).__name__} takes {len(placeholders)} inputs when traced; splitter 'timm' "
+            "supports models whose forward takes one image tensor"
+        )
+    result = outputs[0].args[0]
+    if not isinstance(result, fx.Node):
+        raise SplitError(
+            f"{type(model).__name__} returns {type(result).__name__} in {mode} mode; splitter "
+            "'timm' supports models that return one tensor"
+        )
+
+    cut_nodes: list[fx.Node] = []
+    for name in cut_modules:
+        calls = tracer.module_outputs.get(name, [])
+        if len(calls) != 1 or not isinstance(calls[0], fx.Proxy):
+            raise SplitError(
+                f"cannot cut {type(model).__name__} after feature module {name!r}: it is called "
+                f"{len(calls)} times in {mode} mode or returns no single traced value; splitter "
+                f"'timm' supports {SUPPORTED}"
+            )
+        cut_nodes.append(calls[0].node)
+
+    position = {n: i for i, n in enumerate(nodes)}
+    if any(position[a] >= position[b] for a, b in zip(cut_nodes, cut_nodes[1:])):
+        raise SplitError(
+            f"the feature modules {cut_modules} of {type(model).__name__} do not run in order; "
+            "splitter 'timm' cuts only a chain of stages"
+        )
+    part_of: dict[fx.Node, int] = {}
+    part = 0
+    for n in nodes:
+        part_of[n] = part
+        if part < len(cut_nodes) and n is cut_nodes[part]:
+            part += 1
+    inputs = [placeholders[0], *cut_nodes]
+    _check_chain(model, mode, nodes, part_of, inputs, cut_modules)
+
+    members: list[list[fx.Node]] = [[] for _ in inputs]
+    for n in nodes:
+        if n.op not in ("placeholder", "output", "get_attr"):
+            members[part_of[n]].append(n)
+    ends = [*cut_nodes, result]
+    modules = [_extract(root, members[i], inputs[i], ends[i]) for i in range(len(inputs))]
+    names = _block_names(members, tracer.node_paths, [d["module"] for d in features])
+    return _Parts(names, modules)
+
+
+def _check_chain(model: nn.Module, mode: str, nodes: list[fx.Node], part_of: dict[fx.Node, int],
+                 inputs: list[fx.Node], cut_modules: list[str]) -> None:
+    """Raise unless each block reads only its own nodes, parameters and its one input tensor."""
+    for n in nodes:
+        if n.op in ("placeholder", "get_attr"):
+            continue
+        p = len(inputs) - 1 if n.op == "output" else part_of[n]
+        for u in n.all_input_nodes:
+            if u.op == "get_attr" or part_of[u] == p or u is inputs[p]:
+                continue
+            where = "the model input" if p == 0 else f"the output of {cut_modules[p - 1]!r}"
+            raise SplitError(
+                f"cannot cut {type(model).__name__} into these blocks ({mode} mode): block {p} "
+                f"needs {u.name!r} from an earlier block besides {where}, so its boundary would carry "
+                f"more than one value. Splitter 'timm' supports {SUPPORTED}, where each stage reads "
+                "only the previous stage's output; try fewer blocks"
+            )
+
+
+def _extract(root: _Root, members: list[fx.Node], start: fx.Node, end: fx.Node) -> fx.GraphModule:
+    """A GraphModule running ``members`` on one tensor; parameters are the model's own."""
+    graph = fx.Graph()
+    env: dict[fx.Node, fx.Node] = {start: graph.placeholder("x")}
+
+    def arg(u: fx.Node) -> fx.Node:
+        if u not in env:  # only get_attr nodes can be missing (checked by _check_chain)
+            env[u] = graph.get_attr(u.target)  # type: ignore[arg-type]
+        return env[u]
+
+    for n in members:
+        env[n] = graph.node_copy(n, arg)
+    graph.output(arg(end))
+    # GraphModule copies references to the submodules / parameters the graph names
+    return fx.GraphModule(root, graph, class_name=type(root.model).__name__ + "Block")
+
+
+def _unit(path: str, feature_modules: list[str]) -> str:
+    """The display unit of a module path: its feature stage, or the shallowest name that is not
+    a parent of a feature stage (``blocks.2`` rather than ``blocks``)."""
+    for f in feature_modules:
+        if path == f or path.startswith(f + "."):
+            return f
+    parts = path.split(".")
+    for depth in range(1, len(parts) + 1):
+        name = ".".join(parts[:depth])
+        if not any(f.startswith(name + ".") for f in feature_modules):
+            return name
+    return path
+
+
+def _block_names(members: list[list[fx.Node]], paths: dict[fx.Node, str],
+                 feature_modules: list[str]) -> list[str]:
+    """Names like ``conv1..layer2``, ``layer3..layer4``, ``head``: what each block contains."""
+    last_feature = feature_modules[-1]
+    seen_last = False
+    names = []
+    for nodes in members:
+        units: list[str] = []
+        for n in nodes:
+            path = paths.get(n, "")
+            if not path:
+                continue
+            unit = HEAD if seen_last and _unit(path, feature_modules) != last_feature else _unit(path, feature_modules)
+            if unit == last_feature:
+                seen_last = True
+            if not units or units[-1] != unit:
+                units.append(unit)
+        if not units:
+            names.append(HEAD if seen_last else "ops")
+        elif len(units) == 1:
+            names.append(units[0])
+        else:
+            names.append(f"{units[0]}..{units[-1]}")
+    return names
+
+
+def _first_submodule(gm: fx.GraphModule) -> list[nn.Module]:
+    for n in gm.graph.nodes:
+        if n.op == "call_module":
+            return [gm.get_submodule(n.target)]
+    return []
+
+
+def _check_boundaries(model: nn.Module, blocks: list[_TimmBlock], cut_features: list[dict[str, Any]]) -> None:
+    """Run the eval graphs once and refuse boundaries that are not NCHW maps of the stage's width."""
+    if not cut_features:
+        return
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    size = tuple(cfg.get("input_size", (3, 224, 224)))
+    param = next(model.parameters(), None)
+    x = torch.randn((1, *size), dtype=param.dtype if param is not None else torch.float32,
+                    device=param.device if param is not None else "cpu")
+    modes = _training_modes(model)
+    model.eval()
+    try:
+        with torch.no_grad():
+            for block, feature in zip(blocks, cut_features):
+                try:
+                    x = block.eval_graph(x)
+                except Exception as exc:
+                    raise SplitError(
+                        f"splitter 'timm': block {block.block_name!r} of {type(model).__name__} fails "
+                        f"on a probe input of shape {size} (pretrained_cfg input_size): "
+                        f"{type(exc).__name__}: {exc}"
+                    ) from exc
+                ok = isinstance(x, torch.Tensor) and x.dim() == 4 and x.shape[1] == feature.get("num_chs", x.shape[1] if isinstance(x, torch.Tensor) and x.dim() == 4 else -1)
+                if not ok:
+                    got = f"shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
+                    raise SplitError(
+                        f"splitter 'timm': the boundary after {feature['module']!r} of "
+                        f"{type(model).__name__} is {got}, not an NCHW feature map with "
+                        f"{feature.get('num_chs')} channels; it supports {SUPPORTED}. Token models "
+                        "(ViT, Swin, ...) are not supported"
+                    )
+    finally:
+        _restore_modes(modes)
+
+
+@hookimpl
+def codenn_register_splitters(register: Callable[[BlockSplitter], None]) -> None:
+    register(TimmFeatureSplitter())

@@ -1,0 +1,3 @@
+from codenn.cli import main
+
+main()
