@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import fx, nn
@@ -43,7 +43,10 @@ class TimmFeatureSplitter(BlockSplitter):
     name = "timm"
     architectures = ("timm-cnn",)
     default_blocks = 5
-    description = "timm CNNs (resnet, efficientnet, mobilenetv3, regnet, convnext, ...): cut at feature_info stages, head last"
+    description = (
+        "timm CNNs (resnet, efficientnet, mobilenetv3, regnet, convnext, ...): cut after the "
+        "feature_info stages, head last"
+    )
 
     def handles(self, model: nn.Module) -> bool:
         """timm models with per-stage feature metadata and no token (ViT-like) features.
@@ -56,6 +59,7 @@ class TimmFeatureSplitter(BlockSplitter):
         return bool(_feature_dicts(model)) and not _is_token_model(model)
 
     def max_blocks(self, model: nn.Module) -> int:
+        """One block per feature stage plus the head: finer cuts would land inside stages."""
         return len(_feature_dicts(model)) + 1
 
     def split(self, model: nn.Module, num_blocks: int) -> list[NamedModule]:
@@ -105,12 +109,11 @@ class _TimmBlock(nn.Module):
         return f"name={self.block_name!r}"
 
 
-class _Parts:
-    """The blocks of one traced graph (one mode): names and GraphModules."""
+class _Parts(NamedTuple):
+    """The blocks cut from one traced graph (one mode)."""
 
-    def __init__(self, names: list[str], modules: list[fx.GraphModule]) -> None:
-        self.names = names
-        self.modules = modules
+    names: list[str]
+    modules: list[fx.GraphModule]
 
 
 class _Root(nn.Module):
@@ -232,10 +235,12 @@ def _partition(model: nn.Module, training: bool, cut_modules: list[str],
     for name in cut_modules:
         calls = tracer.module_outputs.get(name, [])
         if len(calls) != 1 or not isinstance(calls[0], fx.Proxy):
+            got = (f"is called {len(calls)} times by forward()" if len(calls) != 1
+                   else f"returns a {type(calls[0]).__name__}, not one tensor")
             raise SplitError(
-                f"cannot cut {type(model).__name__} after feature module {name!r}: it is called "
-                f"{len(calls)} times in {mode} mode or returns no single traced value; splitter "
-                f"'timm' supports {SUPPORTED}"
+                f"cannot cut {type(model).__name__} after its feature module {name!r}: the module "
+                f"{got} ({mode} mode); a cut needs a module called once that returns one tensor. "
+                f"Splitter 'timm' supports {SUPPORTED}"
             )
         cut_nodes.append(calls[0].node)
 
@@ -270,16 +275,17 @@ def _check_chain(model: nn.Module, mode: str, nodes: list[fx.Node], part_of: dic
     for n in nodes:
         if n.op in ("placeholder", "get_attr"):
             continue
-        p = len(inputs) - 1 if n.op == "output" else part_of[n]
+        p = part_of[n]
         for u in n.all_input_nodes:
             if u.op == "get_attr" or part_of[u] == p or u is inputs[p]:
                 continue
             where = "the model input" if p == 0 else f"the output of {cut_modules[p - 1]!r}"
             raise SplitError(
                 f"cannot cut {type(model).__name__} into these blocks ({mode} mode): block {p} "
-                f"needs {u.name!r} from an earlier block besides {where}, so its boundary would carry "
-                f"more than one value. Splitter 'timm' supports {SUPPORTED}, where each stage reads "
-                "only the previous stage's output; try fewer blocks"
+                f"needs {u.name.removeprefix('model_')!r} from an earlier block besides {where}, so "
+                "its boundary would carry more than one value. Splitter 'timm' supports "
+                f"{SUPPORTED}, where each stage reads only the previous stage's output; another "
+                "block count picks other cuts"
             )
 
 
@@ -351,8 +357,7 @@ def _check_boundaries(model: nn.Module, blocks: list[_TimmBlock], cut_features: 
     """Run the eval graphs once and refuse boundaries that are not NCHW maps of the stage's width."""
     if not cut_features:
         return
-    cfg = getattr(model, "pretrained_cfg", None) or {}
-    size = tuple(cfg.get("input_size", (3, 224, 224)))
+    size = _probe_size(model)
     param = next(model.parameters(), None)
     x = torch.randn((1, *size), dtype=param.dtype if param is not None else torch.float32,
                     device=param.device if param is not None else "cpu")
@@ -366,20 +371,42 @@ def _check_boundaries(model: nn.Module, blocks: list[_TimmBlock], cut_features: 
                 except Exception as exc:
                     raise SplitError(
                         f"splitter 'timm': block {block.block_name!r} of {type(model).__name__} fails "
-                        f"on a probe input of shape {size} (pretrained_cfg input_size): "
+                        f"on a probe input of shape {size} (the model's configured input size): "
                         f"{type(exc).__name__}: {exc}"
                     ) from exc
-                ok = isinstance(x, torch.Tensor) and x.dim() == 4 and x.shape[1] == feature.get("num_chs", x.shape[1] if isinstance(x, torch.Tensor) and x.dim() == 4 else -1)
-                if not ok:
-                    got = f"shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
+                channels = feature.get("num_chs")
+                if not _is_nchw(x, channels):
                     raise SplitError(
                         f"splitter 'timm': the boundary after {feature['module']!r} of "
-                        f"{type(model).__name__} is {got}, not an NCHW feature map with "
-                        f"{feature.get('num_chs')} channels; it supports {SUPPORTED}. Token models "
-                        "(ViT, Swin, ...) are not supported"
+                        f"{type(model).__name__} is {_describe(x, channels)}; it needs an NCHW feature map "
+                        f"with {channels} channels. It supports {SUPPORTED}. Token models (ViT, "
+                        "Swin, ...) are not supported"
                     )
     finally:
         _restore_modes(modes)
+
+
+def _is_nchw(x: Any, channels: Any) -> bool:
+    return isinstance(x, torch.Tensor) and x.dim() == 4 and (channels is None or x.shape[1] == channels)
+
+
+def _describe(x: Any, channels: Any) -> str:
+    if not isinstance(x, torch.Tensor):
+        return f"a {type(x).__name__}, not one tensor"
+    layout = {2: " (flat NC)", 3: " (tokens, NLC)"}.get(x.dim(), "")
+    if x.dim() == 4 and x.shape[-1] == channels:
+        layout = " (NHWC)"
+    return f"a tensor of shape {tuple(x.shape)}{layout}"
+
+
+def _probe_size(model: nn.Module) -> tuple[int, ...]:
+    """The input size the model is configured for: a fixed patch grid wins over pretrained_cfg."""
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    chans, height, width = tuple(cfg.get("input_size", (3, 224, 224)))
+    img_size = getattr(getattr(model, "patch_embed", None), "img_size", None)
+    if isinstance(img_size, (tuple, list)) and len(img_size) == 2:
+        height, width = int(img_size[0]), int(img_size[1])
+    return (int(chans), height, width)
 
 
 @hookimpl

@@ -32,3 +32,13 @@ def codenn_register_link_factories(register: Callable[..., None]) -> None:
     ``build(src: BoundarySpec, dst: BoundarySpec, **options) -> torch.nn.Module``. A factory sees
     only the two public boundary specs, never another provider's module or parameters.
     """
+
+
+@hookspec
+def codenn_register_objectives(register: Callable[..., None]) -> None:
+    """Register path objectives for the search.
+
+    Call ``register(name, objective, description="...")`` where
+    ``objective(measures: PathMeasures, original_accuracy: float, model: CostModel) -> float``
+    returns a cost (lower is better). The latency bound of eq. (2) applies to every objective.
+    """

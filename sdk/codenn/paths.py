@@ -124,12 +124,27 @@ class Path(nn.Module):
 
     # -- running ------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_after_prefix(self.run_prefix(x))
+
+    def run_prefix(self, x: torch.Tensor) -> torch.Tensor:
+        """The first segment (local blocks 0..lout): frozen, so its output can be cached."""
+        first = self.spec.segments[0]
+        return self.local.run(x, 0, first.end(self.local.num_blocks))
+
+    def forward_after_prefix(self, h: torch.Tensor, upto_link: int | None = None) -> torch.Tensor:
+        """Everything after the first segment, from its output ``h``.
+
+        With ``upto_link=i``, stop just before link ``i`` and return the tensor that enters it
+        (least-squares initialisation fits each link on exactly that tensor).
+        """
         segs = self.spec.segments
-        for i, seg in enumerate(segs):
-            x = self._service(seg.service).run(x, seg.start, seg.end(self._n(seg)))
-            if i < len(self.links):
-                x = self.links[i](x)
-        return x
+        for i, link in enumerate(self.links):
+            if upto_link is not None and i == upto_link:
+                return h
+            h = link(h)
+            seg = segs[i + 1]
+            h = self._service(seg.service).run(h, seg.start, seg.end(self._n(seg)))
+        return h
 
     def train(self, mode: bool = True) -> Path:
         """Links follow ``mode``; services stay in eval mode (see FrozenBlock)."""

@@ -61,8 +61,7 @@ class Plugins:
     def __init__(self, pm: pluggy.PluginManager, distributions: dict[str, tuple[str, str]]) -> None:
         self.pm = pm
         self._distributions = distributions
-        self._splitters: Registry[BlockSplitter] | None = None
-        self._link_factories: Registry[LinkFactory] | None = None
+        self._registries: dict[str, Registry[Any]] = {}
 
     # -- registration -------------------------------------------------------------------------
     def register(self, plugin: object, name: str | None = None) -> str:
@@ -80,53 +79,59 @@ class Plugins:
         return plugin_name
 
     def refresh(self) -> None:
-        self._splitters = None
-        self._link_factories = None
+        self._registries.clear()
 
     # -- registries ---------------------------------------------------------------------------
     @property
     def splitters(self) -> Registry[BlockSplitter]:
-        if self._splitters is None:
-            from codenn.splitters import BlockSplitter
+        from codenn.splitters import BlockSplitter
 
-            registry: Registry[BlockSplitter] = Registry("splitter")
+        def entry(owner: str, splitter: Any) -> tuple[str, BlockSplitter]:
+            if not isinstance(splitter, BlockSplitter):
+                raise PluginError(
+                    f"plugin {owner!r} registered {splitter!r} as a splitter; expected an "
+                    "instance of codenn.splitters.BlockSplitter"
+                )
+            return splitter.name, splitter
 
-            def add(owner: str) -> Callable[[Any], None]:
-                def register(splitter: BlockSplitter) -> None:
-                    if not isinstance(splitter, BlockSplitter):
-                        raise PluginError(
-                            f"plugin {owner!r} registered {splitter!r} as a splitter; expected an "
-                            "instance of codenn.splitters.BlockSplitter"
-                        )
-                    registry.add(splitter.name, splitter, owner)
-
-                return register
-
-            self._call_each("codenn_register_splitters", add)
-            self._splitters = registry
-        return self._splitters
+        return self._registry("splitter", "codenn_register_splitters", entry)
 
     @property
     def link_factories(self) -> Registry[LinkFactory]:
-        if self._link_factories is None:
-            from codenn.links import LinkFactory
+        from codenn.links import LinkFactory
 
-            registry: Registry[LinkFactory] = Registry("link factory")
+        def entry(owner: str, name: str, build: Any, description: str = "") -> tuple[str, LinkFactory]:
+            _require_callable(owner, "link factory", name, build)
+            return name, LinkFactory(name, build, description)
 
-            def add(owner: str) -> Callable[..., None]:
-                def register(name: str, build: Callable[..., Any], description: str = "") -> None:
-                    if not callable(build):
-                        raise PluginError(
-                            f"plugin {owner!r} registered link factory {name!r} with build="
-                            f"{build!r}, which is not callable"
-                        )
-                    registry.add(name, LinkFactory(name, build, description), owner)
+        return self._registry("link factory", "codenn_register_link_factories", entry)
+
+    @property
+    def objectives(self) -> Registry[ObjectiveEntry]:
+        def entry(owner: str, name: str, objective: Any, description: str = "") -> tuple[str, ObjectiveEntry]:
+            _require_callable(owner, "objective", name, objective)
+            return name, ObjectiveEntry(name, objective, description)
+
+        return self._registry("objective", "codenn_register_objectives", entry)
+
+    def _registry(self, kind: str, hook_name: str, entry: Callable[..., tuple[str, Any]]) -> Registry[Any]:
+        """Fill a registry from one hook, once; each ``register`` call knows its plugin."""
+        if hook_name not in self._registries:
+            registry: Registry[Any] = Registry(kind)
+
+            def make_register(owner: str) -> Callable[..., None]:
+                def register(*args: Any, **kwargs: Any) -> None:
+                    try:
+                        name, item = entry(owner, *args, **kwargs)
+                    except TypeError as exc:
+                        raise PluginError(f"plugin {owner!r} called register() for a {kind} wrongly: {exc}") from exc
+                    registry.add(name, item, owner)
 
                 return register
 
-            self._call_each("codenn_register_link_factories", add)
-            self._link_factories = registry
-        return self._link_factories
+            self._call_each(hook_name, make_register)
+            self._registries[hook_name] = registry
+        return self._registries[hook_name]
 
     def _call_each(self, hook_name: str, make_register: Callable[[str], Callable[..., Any]]) -> None:
         """Call one hook per plugin, so each ``register`` call knows its owner."""
@@ -145,7 +150,8 @@ class Plugins:
 
     # -- introspection ------------------------------------------------------------------------
     def info(self) -> list[PluginInfo]:
-        registries = {"splitters": self.splitters, "link_factories": self.link_factories}
+        registries = {"splitters": self.splitters, "link_factories": self.link_factories,
+                      "objectives": self.objectives}
         out = []
         for name, plugin in self.pm.list_name_plugin():
             if plugin is hookspecs:
@@ -157,6 +163,20 @@ class Plugins:
             }
             out.append(PluginInfo(name, dist, version, hooks, registered))
         return sorted(out, key=lambda p: p.name)
+
+
+@dataclass(frozen=True)
+class ObjectiveEntry:
+    """A named path objective (see codenn.cost); lower is better."""
+
+    name: str
+    fn: Callable[..., float]
+    description: str = ""
+
+
+def _require_callable(owner: str, kind: str, name: str, obj: Any) -> None:
+    if not callable(obj):
+        raise PluginError(f"plugin {owner!r} registered {kind} {name!r} with {obj!r}, which is not callable")
 
 
 def validate_hooks(pm: pluggy.PluginManager) -> None:

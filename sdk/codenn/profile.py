@@ -1,0 +1,104 @@
+"""Measured costs: per-block and per-link latency on a device and batch size, and the network.
+
+Latencies are medians of many timed runs after warm-up, on random (never zero) inputs, with CUDA
+events on GPU. Communication time is modelled from the boundary tensor's bytes over a configured
+network (bandwidth and round trip); a measured transport replaces the model in a later issue.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from codenn.blocks import BoundarySpec
+from codenn.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Network:
+    """A link between providers: bandwidth in megabits per second and round-trip time in ms."""
+
+    bandwidth_mbps: float = 1000.0
+    rtt_ms: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not self.bandwidth_mbps > 0 or self.rtt_ms < 0:
+            raise ConfigError(
+                f"network needs bandwidth_mbps > 0 and rtt_ms >= 0, got {self.bandwidth_mbps}, {self.rtt_ms}"
+            )
+
+    def transfer_us(self, nbytes: int) -> float:
+        """One-way time to send ``nbytes`` (serialisation only; latency is in the round trip)."""
+        return nbytes * 8 / (self.bandwidth_mbps * 1e6) * 1e6
+
+    def comm_us(self, transfers: Sequence[int], round_trips: int) -> float:
+        """T_cm of a path: every transfer's time plus half a round trip per transfer."""
+        return sum(self.transfer_us(b) for b in transfers) + round_trips * self.rtt_ms * 1e3
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """A torch device, refusing CUDA where there is none rather than silently using the CPU."""
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {str(device)!r} asked for, but CUDA is not available here; use 'cpu'")
+    return dev
+
+
+def time_module(
+    module: nn.Module,
+    spec: BoundarySpec,
+    *,
+    batch_size: int = 1,
+    device: str | torch.device = "cpu",
+    warmup: int = 3,
+    repeats: int = 15,
+    seed: int = 0,
+) -> float:
+    """Median latency of ``module`` on a ``spec`` input, in microseconds per call."""
+    dev = resolve_device(device)
+    inputs = [spec.example(batch=batch_size, seed=seed + i).to(dev) for i in range(3)]
+    module = module.to(dev)
+    was_training = module.training
+    module.eval()
+    times: list[float] = []
+    try:
+        with torch.inference_mode():
+            for i in range(warmup):
+                module(inputs[i % 3])
+            for i in range(repeats):
+                x = inputs[i % 3]
+                if dev.type == "cuda":
+                    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                    start.record()
+                    module(x)
+                    end.record()
+                    torch.cuda.synchronize(dev)
+                    times.append(start.elapsed_time(end) * 1e3)
+                else:
+                    t0 = time.perf_counter()
+                    module(x)
+                    times.append((time.perf_counter() - t0) * 1e6)
+    finally:
+        module.train(was_training)
+    return statistics.median(times)
+
+
+def profile_blocks(
+    service: nn.Module, *, batch_size: int = 1, device: str | torch.device = "cpu", warmup: int = 3, repeats: int = 15
+) -> list[float]:
+    """Each block's median latency (µs per call at ``batch_size``), recorded on the service card."""
+    from codenn.service import Service
+
+    if not isinstance(service, Service):
+        raise ConfigError(f"profile_blocks needs a codenn.Service, got {type(service).__name__}")
+    times = [
+        time_module(block, service.input_of(i), batch_size=batch_size, device=device, warmup=warmup, repeats=repeats)
+        for i, block in enumerate(service.blocks)
+    ]
+    service.with_latencies([t / 1e3 for t in times])
+    return times
