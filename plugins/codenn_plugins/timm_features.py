@@ -332,9 +332,11 @@ def _block_names(members: list[list[fx.Node]], paths: dict[fx.Node, str],
             path = paths.get(n, "")
             if not path:
                 continue
-            unit = HEAD if seen_last and _unit(path, feature_modules) != last_feature else _unit(path, feature_modules)
+            unit = _unit(path, feature_modules)
             if unit == last_feature:
                 seen_last = True
+            elif seen_last:  # everything after the last stage is the head
+                unit = HEAD
             if not units or units[-1] != unit:
                 units.append(unit)
         if not units:

@@ -252,7 +252,7 @@ class LinkTrainer:
                     self.optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     self.optimizer.step()
-                loss_sum += float(loss) * len(idx)
+                loss_sum += float(loss.detach()) * len(idx)
                 count += len(idx)
                 self.samples_seen += len(idx)
             self.epochs_done += 1

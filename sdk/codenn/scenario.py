@@ -1,0 +1,181 @@
+"""The embedded default scenario and the base-model cache.
+
+A *local* AlexNet service trained on scikit-learn's handwritten digits (real data) and a *host*
+MobileNetV2 service trained on rendered shapes (a different task, generated here). Base weights
+are trained once and cached as safetensors in the user cache directory (``$CODENN_CACHE``, else
+``$XDG_CACHE_HOME/codenn``, else ``~/.cache/codenn``). A user with internet passes
+``weights="DEFAULT"`` and starts from torchvision/timm pretrained weights through the same code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from codenn import synthetic
+from codenn.data import Splits, split_dataset, tensors
+from codenn.errors import ConfigError
+from codenn.models import load_model, save_safetensors
+from codenn.service import Service
+
+TASKS: dict[str, Callable[..., tuple[TensorDataset, int]]] = {
+    "digits": synthetic.digits,
+    "shapes": synthetic.shapes,
+    "textures": synthetic.textures,
+}
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("CODENN_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "codenn")
+    return Path(root)
+
+
+def task_splits(task: str, size: int = 64, seed: int = 0) -> Splits:
+    """A built-in task, split 60/20/20 with ``seed``."""
+    if task not in TASKS:
+        raise ConfigError(f"unknown task {task!r}; built-in tasks: {', '.join(sorted(TASKS))}")
+    dataset, classes = TASKS[task](size=size)
+    return split_dataset(dataset, classes, seed=seed, name=task)
+
+
+@dataclass(frozen=True)
+class BaseModelSpec:
+    """How a provider's base model is obtained: architecture, task, initial weights, training."""
+
+    model: str
+    task: str
+    epochs: int
+    lr: float
+    batch_size: int = 64
+    size: int = 64
+    weights: str | None = None
+    seed: int = 0
+
+    def key(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def replace_head(model: nn.Module, num_classes: int) -> None:
+    """Swap the last Linear layer for a fresh one with ``num_classes`` outputs (fine-tuning)."""
+    if hasattr(model, "reset_classifier"):
+        model.reset_classifier(num_classes)  # timm
+        return
+    parent, name, last = None, None, None
+    for mod_name, module in model.named_modules():
+        for child_name, child in module.named_children():
+            if isinstance(child, nn.Linear):
+                parent, name, last = module, child_name, child
+    if last is None:
+        raise ConfigError(f"{type(model).__name__} has no Linear classifier to replace")
+    setattr(parent, name, nn.Linear(last.in_features, num_classes))
+
+
+def _fit(model: nn.Module, splits: Splits, spec: BaseModelSpec, log: Callable[[str], None]) -> float:
+    x, y = tensors(splits.train)
+    xt, yt = tensors(splits.test)
+    gen = torch.Generator().manual_seed(spec.seed)
+    opt = torch.optim.Adam(model.parameters(), lr=spec.lr)
+    for epoch in range(spec.epochs):
+        model.train()
+        t0 = time.perf_counter()
+        for idx in torch.randperm(len(y), generator=gen).split(spec.batch_size):
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(model(x[idx]), y[idx]).backward()
+            opt.step()
+        log(f"  {spec.model} on {spec.task}: epoch {epoch + 1}/{spec.epochs} ({time.perf_counter() - t0:.0f} s)")
+    return evaluate_model(model, xt, yt)
+
+
+def evaluate_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256) -> float:
+    model.eval()
+    with torch.inference_mode():
+        pred = torch.cat([model(x[i : i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
+    return float((pred == y).float().mean())
+
+
+def base_model(spec: BaseModelSpec, *, log: Callable[[str], None] = print) -> tuple[nn.Module, dict[str, object]]:
+    """Load the cached base model for ``spec``, training and caching it on first use."""
+    splits = task_splits(spec.task, spec.size, spec.seed)
+    folder = cache_dir() / "base"
+    stem = f"{spec.model}-{spec.task}-{spec.key()}"
+    weights, meta_file = folder / f"{stem}.safetensors", folder / f"{stem}.json"
+    if weights.is_file() and meta_file.is_file():
+        model = load_model(spec.model, weights=weights, num_classes=splits.num_classes)
+        return model, json.loads(meta_file.read_text())
+    torch.manual_seed(spec.seed)
+    if spec.weights is None:
+        model = load_model(spec.model, num_classes=splits.num_classes)
+    else:
+        model = load_model(spec.model, weights=spec.weights)
+        replace_head(model, splits.num_classes)
+    log(f"training base model {spec.model} on {spec.task} (cached in {folder})")
+    t0 = time.perf_counter()
+    acc = _fit(model, splits, spec, log)
+    meta = {"spec": asdict(spec), "test_accuracy": acc, "train_seconds": round(time.perf_counter() - t0, 1),
+            "num_classes": splits.num_classes}
+    save_safetensors(model, weights)
+    _write_json(meta_file, meta)
+    return model, meta
+
+
+def _write_json(path: Path, data: object) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as fh:
+        json.dump(data, fh, indent=2)
+    os.replace(tmp, path)
+
+
+@dataclass
+class Scenario:
+    """Services and the local task's data, ready for a search."""
+
+    local: Service
+    hosts: list[Service]
+    splits: Splits
+    info: dict[str, object] = field(default_factory=dict)
+
+
+DEFAULT_LOCAL = BaseModelSpec("alexnet", "digits", epochs=6, lr=1e-4)
+DEFAULT_HOST = BaseModelSpec("mobilenet_v2", "shapes", epochs=4, lr=2e-3)
+
+
+def build_scenario(
+    local: BaseModelSpec = DEFAULT_LOCAL,
+    hosts: tuple[BaseModelSpec, ...] = (DEFAULT_HOST,),
+    *,
+    local_name: str = "alexnet",
+    host_names: tuple[str, ...] | None = None,
+    log: Callable[[str], None] = print,
+) -> Scenario:
+    """Services for a local base model and its hosts; the local task's splits come along."""
+    names = host_names or tuple(h.model for h in hosts)
+    if len(names) != len(hosts) or len({local_name, *names}) != len(hosts) + 1:
+        raise ConfigError(f"service names must be distinct and one per host, got {local_name!r} and {names}")
+    shape = (3, local.size, local.size)
+    model, meta = base_model(local, log=log)
+    local_service = Service(local_name, model, input_shape=shape, architecture=local.model)
+    host_services, info = [], {local_name: meta}
+    for name, spec in zip(names, hosts):
+        spec = replace(spec, size=local.size)
+        hmodel, hmeta = base_model(spec, log=log)
+        host_services.append(Service(name, hmodel, input_shape=shape, architecture=spec.model))
+        info[name] = hmeta
+    return Scenario(local_service, host_services, task_splits(local.task, local.size, local.seed), info)
+
+
+def default_scenario(log: Callable[[str], None] = print) -> Scenario:
+    """The embedded default: AlexNet on digits (local), MobileNetV2 on shapes (host)."""
+    return build_scenario(log=log)
