@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 from collections.abc import Callable, Sequence
 from functools import wraps
 from typing import Any, TypeVar
@@ -14,11 +16,11 @@ from rich.table import Table
 from codenn.errors import CodennError
 
 F = TypeVar("F", bound=Callable[..., Any])
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 200)
 
 
 def _friendly(fn: F) -> F:
-    """Turn a CodennError into a one-line message and exit status 2, never a traceback."""
+    """Turn a CodennError into a one-line message and exit status 1, never a traceback."""
 
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -147,13 +149,148 @@ def paths_cmd(local: str, hosts: Sequence[str], blocks: int | None, skip: bool, 
         click.echo(p.paper_form() if paper_form and len(p.segments) <= 3 else str(p))
 
 
+def _run_config(config: str | None, **overrides: Any) -> Any:
+    import dataclasses
+
+    from codenn import config as cfgmod
+
+    run = cfgmod.load(config) if config else cfgmod.RunConfig()
+    search = run.search
+    train_over = {k: overrides.pop(k) for k in ("epochs", "device", "seed") if overrides.get(k) is not None}
+    if train_over:
+        search = dataclasses.replace(search, train=dataclasses.replace(search.train, **train_over))
+    if overrides.get("latency_bound_us") is not None:
+        search = dataclasses.replace(search, cost=dataclasses.replace(search.cost, latency_bound_us=overrides.pop("latency_bound_us")))
+    if overrides.get("objective") is not None:
+        search = dataclasses.replace(search, cost=dataclasses.replace(search.cost, objective=overrides.pop("objective")))
+    if overrides.get("screen_keep") is not None:
+        search = dataclasses.replace(search, fast=dataclasses.replace(search.fast, screen_keep=overrides.pop("screen_keep")))
+    rest = {k: v for k, v in overrides.items() if v is not None and k in ("strategy", "link")}
+    if rest:
+        search = dataclasses.replace(search, **rest)
+    if overrides.get("quiet"):
+        search = dataclasses.replace(search, train=dataclasses.replace(search.train, progress=False))
+    return dataclasses.replace(run, search=search)
+
+
+def _search_options(fn: F) -> F:
+    for opt in reversed([
+        click.option("--config", "config", type=click.Path(dir_okay=False), default=None,
+                     help="TOML file: services, data, coefficients, L_T, strategy, device, budget."),
+        click.option("--strategy", type=click.Choice(["fast", "exhaustive"]), default=None, help="Search strategy."),
+        click.option("--link", default=None, help="Link factory (codenn plugins lists them)."),
+        click.option("--epochs", type=click.IntRange(min=1), default=None, help="Full training budget per path."),
+        click.option("--screen-keep", type=click.IntRange(min=1), default=None,
+                     help="fast: paths kept after least-squares screening."),
+        click.option("--latency-bound-us", type=float, default=None, help="L_T of eq. (2), microseconds."),
+        click.option("--objective", default=None, help="Objective: paper (eq. 1) or accuracy_throughput."),
+        click.option("--device", default=None, help="cpu, cuda, cuda:1 ..."),
+        click.option("--seed", type=int, default=None, help="Seed for link initialisation and batches."),
+        click.option("--quiet", is_flag=True, help="No progress bars."),
+    ]):
+        fn = opt(fn)
+    return fn
+
+
+def _print_ranked(result: Any, top: int = 12) -> None:
+    table = Table(title=f"paths ranked by cost ({result.totals['trained']} trained, {result.totals['pruned']} pruned)")
+    for col in ("#", "path", "lout/hin/hout/lin", "val acc", "test acc", "latency ms", "local GFLOPs",
+                "host GFLOPs", "link params", "cost", "L_T"):
+        table.add_column(col, justify="left" if col in ("path", "lout/hin/hout/lin") else "right",
+                         no_wrap=col == "path")
+
+    def add(rank: str, r: dict[str, Any]) -> None:
+        ix = "/".join("-" if r[k] is None else str(r[k]) for k in ("lout", "hin", "hout", "lin"))
+        table.add_row(rank, r["spec"], ix, f"{r['val_accuracy']:.3f}", f"{r['test_accuracy']:.3f}",
+                      f"{r['latency_us'] / 1e3:.2f}", f"{r['local_gflops']:.4f}", f"{r['host_gflops']:.4f}",
+                      f"{r['link_params']:,}", f"{r['cost']:.4f}", "ok" if r["feasible"] else "over")
+
+    add("orig", result.original)
+    for i, r in enumerate(result.ranked()[:top], 1):
+        add(str(i), r)
+    console.print(table)
+    o = result.original
+    console.print(f"original local model: L_A = {o['val_accuracy']:.3f} (validation), "
+                  f"{o['test_accuracy']:.3f} (test), cost {o['cost']:.4f}")
+    if result.selected:
+        s = result.selected
+        console.print(f"selected: [bold]{s['spec']}[/bold] — test accuracy {s['test_accuracy']:.3f}, "
+                      f"local compute {s['local_gflops']:.4f} vs {o['local_gflops']:.4f} GFLOPs, cost {s['cost']:.4f}")
+    console.print(f"decision: {result.decision}")
+    t = result.totals
+    console.print(f"{t['paths']} paths, {t['trained']} trained, {t['train_samples']:,} training sample-steps, "
+                  f"{t['wall_seconds']:.0f} s; run directory: {result.run_dir}")
+
+
+def run_search(run: Any, out: str | None, fresh: bool = False) -> Any:
+    """Build the scenario for ``run`` (training base models on first use) and search."""
+    import shutil
+
+    from codenn.scenario import scenario_from_config
+    from codenn.search import Search
+
+    scenario = scenario_from_config(run, log=lambda m: console.print(m))
+    out = out or f"runs/{run.search.strategy}-{run.search.hash()[:8]}"
+    if fresh and os.path.isdir(out):
+        shutil.rmtree(out)
+    search = Search(scenario.local, scenario.hosts, scenario.splits, run.search, run_dir=out,
+                    log=lambda m: console.print(m), metadata={"run_config": run.to_dict(),
+                                                              "base_models": scenario.info})
+    return search.run()
+
+
+@cli.command("search")
+@_search_options
+@click.option("--out", default=None, help="Run directory (default runs/STRATEGY-CONFIGHASH; resumes if it exists).")
+@click.option("--fresh", is_flag=True, help="Delete the run directory first instead of resuming.")
+@_friendly
+def search_cmd(config: str | None, out: str | None, fresh: bool, **overrides: Any) -> None:
+    """Search the path space (default: the embedded scenario) and write a run directory."""
+    run = _run_config(config, **overrides)
+    _print_ranked(run_search(run, out, fresh))
+
+
+@cli.command("train")
+@click.argument("spec")
+@_search_options
+@click.option("--out", default="runs/train", show_default=True, help="Where the links and manifest go.")
+@_friendly
+def train_cmd(spec: str, config: str | None, out: str, **overrides: Any) -> None:
+    """Train one path SPEC (e.g. 'alexnet[:1] > mobilenet_v2[1:4] > alexnet[5:]') and save its links."""
+    from codenn.scenario import scenario_from_config
+    from codenn.search import Search
+
+    run = _run_config(config, **overrides)
+    scenario = scenario_from_config(run, log=lambda m: console.print(m))
+    search = Search(scenario.local, scenario.hosts, scenario.splits, run.search, run_dir=out,
+                    log=lambda m: console.print(m))
+    row = search.train_one(spec)
+    click.echo(json.dumps(row, indent=2))
+
+
+@cli.command("evaluate")
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@_friendly
+def evaluate_cmd(run_dir: str) -> None:
+    """Re-measure every trained path of RUN_DIR: reload services and links, recompute accuracy."""
+    from codenn.evaluate import evaluate_run
+
+    rows = evaluate_run(run_dir, log=lambda m: console.print(m))
+    table = Table(title=f"re-measured paths in {run_dir}")
+    for col in ("path", "stored val", "now val", "stored test", "now test"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["spec"], f"{r['stored_val']:.3f}", f"{r['val_accuracy']:.3f}", f"{r['stored_test']:.3f}",
+                      f"{r['test_accuracy']:.3f}")
+    console.print(table)
+
+
 @cli.command("demo")
 @_friendly
 def demo_cmd() -> None:
-    """Run the embedded default scenario."""
-    from codenn.demo import run_demo
-
-    run_demo(console)
+    """Run the main job on the embedded default scenario (codenn search with its defaults)."""
+    run = _run_config(None)
+    _print_ranked(run_search(run, None))
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -95,7 +96,30 @@ def _fit(model: nn.Module, splits: Splits, spec: BaseModelSpec, log: Callable[[s
             F.cross_entropy(model(x[idx]), y[idx]).backward()
             opt.step()
         log(f"  {spec.model} on {spec.task}: epoch {epoch + 1}/{spec.epochs} ({time.perf_counter() - t0:.0f} s)")
+    recalibrate_batchnorm(model, x, spec.batch_size)
     return evaluate_model(model, xt, yt)
+
+
+def recalibrate_batchnorm(model: nn.Module, x: torch.Tensor, batch_size: int = 64) -> None:
+    """Recompute batch-norm running statistics as exact averages over ``x``.
+
+    Short training runs leave running statistics that lag the weights; this pass (no gradients)
+    fixes the eval-mode accuracy of MobileNet-style networks trained for a few epochs.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    model.train()
+    with torch.no_grad():
+        for i in range(0, len(x), batch_size):
+            model(x[i : i + batch_size])
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    model.eval()
 
 
 def evaluate_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256) -> float:
@@ -149,7 +173,7 @@ class Scenario:
 
 
 DEFAULT_LOCAL = BaseModelSpec("alexnet", "digits", epochs=6, lr=1e-4)
-DEFAULT_HOST = BaseModelSpec("mobilenet_v2", "shapes", epochs=4, lr=2e-3)
+DEFAULT_HOST = BaseModelSpec("mobilenet_v2", "shapes", epochs=6, lr=1e-3)
 
 
 def build_scenario(
@@ -174,6 +198,12 @@ def build_scenario(
         host_services.append(Service(name, hmodel, input_shape=shape, architecture=spec.model))
         info[name] = hmeta
     return Scenario(local_service, host_services, task_splits(local.task, local.size, local.seed), info)
+
+
+def scenario_from_config(run: Any, log: Callable[[str], None] = print) -> Scenario:
+    """The services and data a :class:`codenn.config.RunConfig` describes."""
+    return build_scenario(run.local.base, tuple(h.base for h in run.hosts), local_name=run.local.name,
+                          host_names=tuple(h.name for h in run.hosts), log=log)
 
 
 def default_scenario(log: Callable[[str], None] = print) -> Scenario:

@@ -34,7 +34,7 @@ from codenn.plugins import Plugins, get_plugins
 from codenn.profile import Network, profile_blocks, resolve_device, time_module
 from codenn.runstore import RunStore
 from codenn.service import Service
-from codenn.train import FeatureCache, LinkTrainer, TrainConfig, accuracy, init_path_links, path_seed
+from codenn.train import FeatureCache, LinkTrainer, Screener, TrainConfig, accuracy, init_path_links, path_seed
 
 STRATEGIES = ("exhaustive", "fast")
 # The accuracy assumed when bounding a path's cost before training: "perfect" (1.0) never drops a
@@ -164,6 +164,7 @@ class Search:
         plugins: Plugins | None = None,
         log: Log = print,
         on_path_done: Callable[[Candidate], None] | None = None,
+        metadata: Mapping[str, Any] | None = None,
     ) -> None:
         self.config = config or SearchConfig()
         self.local, self.hosts = local, list(hosts)
@@ -178,6 +179,7 @@ class Search:
         self.store = RunStore(run_dir) if run_dir is not None else None
         self.log = log
         self.on_path_done = on_path_done
+        self.metadata = dict(metadata or {})
         head = local.card.boundaries[-1]
         if head.layout != "NC" or head.shape[0] != splits.num_classes:
             raise ConfigError(
@@ -319,7 +321,23 @@ class Search:
             **terms, "cost": cand.cost, "links_file": cand.links_file,
         }
 
-    # -- strategies ---------------------------------------------------------------------------
+    # -- entry points -------------------------------------------------------------------------
+    def train_one(self, spec: PathSpec | str) -> dict[str, Any]:
+        """Train a single path in full (least-squares init, then ``train.epochs``) and save it."""
+        self.rows = {}
+        self.resumed = set()
+        self._prepare()
+        original = self._original()
+        self.original_row = self._row(original)
+        parsed = PathSpec.parse(spec) if isinstance(spec, str) else spec
+        cand = self._build(parsed)
+        self._ls_init(cand)
+        self._trainer(cand).train_epochs(self.config.train.epochs)
+        self._finish(cand)
+        for service in self.services.values():
+            service.verify_frozen()
+        return self.rows[str(cand.spec)]
+
     def run(self) -> SearchResult:
         t0 = time.perf_counter()
         cfg = self.config
@@ -329,6 +347,7 @@ class Search:
             self.log(f"resuming {self.store.root}: {len(done)} paths already final")
         self._prepare()
         self.rows: dict[str, dict[str, Any]] = dict(done)
+        self.resumed = set(done)
         original = self._original()
         self.original_row = self._row(original)
         if self.store is not None:
@@ -344,7 +363,21 @@ class Search:
             self._exhaustive(todo)
         else:
             self._fast(todo, original.cost)  # type: ignore[arg-type]
+        for name, service in self.services.items():
+            service.verify_frozen()
         return self._result(specs, time.perf_counter() - t0)
+
+    def _check_bound(self, cands: Sequence[Candidate]) -> None:
+        """Eq. (2) with a bound no candidate (nor the original) can meet is a configuration error."""
+        bound = self.config.cost.latency_bound_us
+        if bound is None or not cands:
+            return
+        fastest = min(c.measures.latency_us for c in cands)
+        if fastest > bound and self.original_row["latency_us"] > bound:
+            raise ConfigError(
+                f"latency bound L_T = {bound:.0f} us cannot be met: the fastest candidate path is estimated at "
+                f"{fastest:.0f} us and the original model at {self.original_row['latency_us']:.0f} us"
+            )
 
     def _progress(self, items: Sequence[Any], label: str) -> Any:
         if not self.config.train.progress:
@@ -354,8 +387,9 @@ class Search:
         return track(items, description=label, transient=True)
 
     def _exhaustive(self, todo: Sequence[PathSpec]) -> None:
-        for spec in self._progress(todo, "exhaustive: training every path"):
-            cand = self._build(spec)
+        cands = [self._build(spec) for spec in self._progress(todo, "exhaustive: estimating costs")]
+        self._check_bound(cands)
+        for cand in self._progress(cands, "exhaustive: training every path"):
             self._ls_init(cand)
             self._trainer(cand).train_epochs(self.config.train.epochs)
             self._finish(cand)
@@ -400,8 +434,9 @@ class Search:
         cfg, fast = self.config, self.config.fast
         best_acc = 1.0 if fast.bound_accuracy == "perfect" else self.l_a
         alive: list[Candidate] = []
-        for spec in self._progress(todo, "fast: estimating costs"):
-            cand = self._build(spec)
+        cands = [self._build(spec) for spec in self._progress(todo, "fast: estimating costs")]
+        self._check_bound(cands)
+        for cand in cands:
             if not cfg.cost.feasible(cand.measures):
                 cand.status, cand.reason = "pruned", (
                     f"latency {cand.measures.latency_us:.0f} us > L_T {cfg.cost.latency_bound_us:.0f} us")
@@ -413,9 +448,14 @@ class Search:
             else:
                 alive.append(cand)
         self.log(f"  {len(alive)} paths left after latency and cost-bound pruning")
-        for cand in self._progress(alive, "fast: least-squares screening"):
-            self._ls_init(cand)
-            cand.ls_accuracy = self._val(cand)
+        screener = Screener(self.caches["train"], self.caches["val"], self.data["val"],
+                            samples=cfg.train.ls_samples, ridge=cfg.train.ls_ridge)
+        for cand in self._progress(sorted(alive, key=lambda c: str(c.spec)), "fast: least-squares screening"):
+            if cfg.train.ls_init:
+                cand.ls_initialised, cand.ls_accuracy = screener.screen(cand.path)
+                cand.val_accuracy, cand.cost = cand.ls_accuracy, self._cost(cand, cand.ls_accuracy)
+            else:
+                cand.ls_accuracy = self._val(cand)
         alive.sort(key=lambda c: c.cost)  # type: ignore[arg-type, return-value]
         for cand in alive[fast.screen_keep:]:
             cand.status, cand.reason = "pruned", (
@@ -442,6 +482,7 @@ class Search:
             "trained": len(trained),
             "pruned": sum(1 for r in rows if r["status"] == "pruned"),
             "train_samples": sum(r["train_samples"] for r in rows),
+            "train_samples_this_session": sum(r["train_samples"] for k, r in self.rows.items() if k not in self.resumed),
             "wall_seconds": round(seconds, 2),
         }
         if self.store is not None:
@@ -457,7 +498,7 @@ class Search:
             "services": {n: s.card.to_dict() for n, s in self.services.items()},
             "data": {"name": self.splits.name, **self.splits.sizes(), "num_classes": self.splits.num_classes},
             "original": self.original_row, "selected": selected, "decision": decision,
-            "pareto": pareto, "totals": totals,
+            "pareto": pareto, "totals": totals, "metadata": self.metadata,
         }
 
 
