@@ -13,7 +13,13 @@ from torch import nn
 
 from codenn import BoundarySpec, ConfigError, Service, ServiceCard, SplitError
 from codenn.plugins import create_plugins
-from codenn.testing import check_link_factory, check_service_frozen, check_splitter, recomposition_error
+from codenn.testing import (
+    check_boundary_specs,
+    check_link_factory,
+    check_service_frozen,
+    check_splitter,
+    recomposition_error,
+)
 
 
 def tv(name: str) -> Callable[[], nn.Module]:
@@ -50,6 +56,10 @@ def test_splitter_conformance(plugins, splitter: str, arch: str, make, size: int
     counts = sorted({2, 3, min(s.default_blocks, top), top})
     worst = check_splitter(s, lambda: model, input_shape=(3, size, size), block_counts=counts)
     assert max(worst.values()) <= 1e-5
+    service = Service(arch.replace("/", "_"), model, input_shape=(3, size, size), num_blocks=counts[1],
+                      splitter=splitter, plugins=plugins)
+    check_boundary_specs(service)
+    check_service_frozen(service)
 
 
 def test_paper_alexnet_partition_has_seven_blocks(plugins) -> None:

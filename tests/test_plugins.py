@@ -175,3 +175,19 @@ def test_every_hookspec_is_documented() -> None:
 def test_blocksplitter_is_abstract() -> None:
     with pytest.raises(TypeError):
         BlockSplitter()  # type: ignore[abstract]
+
+
+def test_register_objectives_hook(bare_plugins) -> None:
+    from codenn.cost import CostModel, PathMeasures
+
+    class Plugin:
+        @hookimpl
+        def codenn_register_objectives(self, register):
+            register("latency_only", lambda m, la, model: m.latency_us, description="fastest path wins")
+
+    bare_plugins.register(Plugin(), name="latency-objective")
+    entry = bare_plugins.objectives.get("latency_only")
+    m = PathMeasures("p", 0.9, 10.0, 100.0, 50.0, 0.1, 0.1, 1.0, 1.0)
+    assert entry.fn(m, 0.9, CostModel()) == 160.0
+    assert entry.description == "fastest path wins"
+    assert bare_plugins.objectives.owner("latency_only") == "latency-objective"

@@ -191,3 +191,27 @@ def test_screener_shares_work_and_matches_per_path_fits(scenario) -> None:
             torch.testing.assert_close(p, q, rtol=0, atol=0)
     # cross paths with lout=0, hin=1 share the entry link's fit: fewer fits than links
     assert len(screener._fits) < sum(len(Path(s, services, plugins=plugins).links) for s in specs)
+
+
+def test_image_folder_splits(tmp_path) -> None:
+    from PIL import Image
+
+    from codenn.data import image_folder
+    from codenn.scenario import task_splits
+
+    rng = torch.Generator().manual_seed(0)
+    for label in ("cats", "dogs"):
+        (tmp_path / "imgs" / label).mkdir(parents=True)
+        for i in range(10):
+            pixels = (torch.rand(20, 24, 3, generator=rng) * 255).to(torch.uint8).numpy()
+            Image.fromarray(pixels).save(tmp_path / "imgs" / label / f"{i}.png")
+    splits = image_folder(tmp_path / "imgs", size=16)
+    assert splits.num_classes == 2 and splits.sizes() == {"train": 12, "val": 4, "test": 4}
+    x, y = tensors(splits.train)
+    assert x.shape == (12, 3, 16, 16) and set(y.tolist()) <= {0, 1}
+    again = task_splits(f"imagefolder:{tmp_path / 'imgs'}", size=16)
+    assert torch.equal(tensors(again.test)[0], tensors(splits.test)[0])  # deterministic split
+    with pytest.raises(ConfigError, match="does not exist"):
+        image_folder(tmp_path / "nowhere")
+    with pytest.raises(ConfigError, match="unknown task 'imagenet'"):
+        task_splits("imagenet")

@@ -6,6 +6,7 @@ public :class:`BoundarySpec` s and options, so it can never see another provider
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -49,11 +50,10 @@ def build_link(
         plugins = get_plugins()
     entry = plugins.link_factories.get(factory)
     try:
-        link = entry.build(src, dst, **options)
-    except TypeError as exc:
-        raise ConfigError(
-            f"link factory {factory!r} rejected options {sorted(options)}: {exc}"
-        ) from exc
+        inspect.signature(entry.build).bind(src, dst, **options)
+    except TypeError as exc:  # the options do not fit the factory's signature
+        raise ConfigError(f"link factory {factory!r} rejected options {sorted(options)}: {exc}") from exc
+    link = entry.build(src, dst, **options)
     if not isinstance(link, nn.Module):
         raise PluginError(
             f"link factory {factory!r} (plugin {plugins.link_factories.owner(factory)!r}) returned "

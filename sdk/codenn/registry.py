@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Generic, TypeVar
 
-from codenn.errors import DuplicateNameError, UnknownNameError, available
+from codenn.errors import DuplicateNameError, PluginError, UnknownNameError, available
 
 T = TypeVar("T")
 
@@ -20,7 +20,7 @@ class Registry(Generic[T]):
 
     def add(self, name: str, item: T, owner: str) -> None:
         if not isinstance(name, str) or not name:
-            raise DuplicateNameError(
+            raise PluginError(
                 f"plugin {owner!r} registered a {self.kind} with an invalid name {name!r}: "
                 "names must be non-empty strings"
             )

@@ -25,7 +25,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from codenn import synthetic
-from codenn.data import Splits, split_dataset, tensors
+from codenn.data import Splits, image_folder, split_dataset, tensors, torchvision_dataset
 from codenn.errors import ConfigError
 from codenn.models import load_model, save_safetensors
 from codenn.service import Service
@@ -44,9 +44,21 @@ def cache_dir() -> Path:
 
 
 def task_splits(task: str, size: int = 64, seed: int = 0) -> Splits:
-    """A built-in task, split 60/20/20 with ``seed``."""
+    """A task's data, split 60/20/20 with ``seed``.
+
+    ``task`` is a built-in task (digits, shapes, textures), ``imagefolder:DIR`` (one sub-folder
+    per class) or ``torchvision:NAME:ROOT`` (e.g. ``torchvision:CIFAR10:~/data``, already downloaded).
+    """
+    if task.startswith("imagefolder:"):
+        return image_folder(os.path.expanduser(task.split(":", 1)[1]), size=size, seed=seed)
+    if task.startswith("torchvision:"):
+        _, name, root = (task.split(":", 2) + [""])[:3]
+        return torchvision_dataset(name, os.path.expanduser(root or "."), size=size, seed=seed)
     if task not in TASKS:
-        raise ConfigError(f"unknown task {task!r}; built-in tasks: {', '.join(sorted(TASKS))}")
+        raise ConfigError(
+            f"unknown task {task!r}; use a built-in task ({', '.join(sorted(TASKS))}), "
+            "'imagefolder:DIR' or 'torchvision:NAME:ROOT'"
+        )
     dataset, classes = TASKS[task](size=size)
     return split_dataset(dataset, classes, seed=seed, name=task)
 

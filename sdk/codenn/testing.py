@@ -109,6 +109,18 @@ def check_splitter(
     return worst
 
 
+def check_boundary_specs(service: Service, batch: int = 3) -> None:
+    """Every published BoundarySpec matches the tensor really flowing at that boundary."""
+    x = service.input_spec.example(batch=batch, seed=1)
+    with torch.no_grad():
+        for i, block in enumerate(service.blocks):
+            x = block(x)
+            try:
+                service.boundaries[i].check(x, f"boundary {i} of {service.name!r}")
+            except CodennError as exc:
+                raise ConformanceError(str(exc)) from exc
+
+
 def check_service_frozen(service: Service) -> None:
     """A service's parameters are all frozen and its blocks stay in eval mode after train()."""
     service.train(True)
