@@ -1,4 +1,4 @@
-# make demo | make test | make bench — each creates .venv and installs codenn (editable, with dev extras).
+# make demo | make test | make bench: each creates .venv and installs codenn (editable, with dev extras).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -22,6 +22,9 @@ test: $(STAMP)
 
 test-all: $(STAMP)
 	$(PY) -m pytest -q -m ""
+
+bench: $(STAMP)
+	$(PY) benchmarks/search_cost.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info sdk/*.egg-info

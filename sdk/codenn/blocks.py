@@ -67,6 +67,14 @@ class BoundarySpec:
         return self.numel * torch.empty((), dtype=getattr(torch, self.dtype)).element_size()
 
     @classmethod
+    def for_input(cls, shape: tuple[int, ...] | list[int]) -> BoundarySpec:
+        """The spec of a model input: (C, H, W) images, (L, C) tokens or (F,) flat features."""
+        layout = {3: "NCHW", 2: "NLC", 1: "NC"}.get(len(tuple(shape)))
+        if layout is None:
+            raise ConfigError(f"input shape {tuple(shape)} must be (C, H, W), (L, C) or (F,), batch excluded")
+        return cls(tuple(shape), name="input", layout=layout)
+
+    @classmethod
     def of(cls, tensor: torch.Tensor, *, name: str = "", input_size: int | None = None) -> BoundarySpec:
         """Describe a batched tensor (dim 0 is the batch)."""
         if tensor.dim() == 4:

@@ -154,7 +154,7 @@ class Service(nn.Module):
         self._family = chosen.family(model)
         self._architecture = architecture or type(model).__name__
         self._modality = modality or chosen.modality
-        self._input = BoundarySpec(tuple(input_shape), name="input", layout=_input_layout(input_shape))
+        self._input = BoundarySpec.for_input(tuple(input_shape))
         self.train(False)
         self._boundaries, self._block_cards = self._probe()
         self._fingerprint = fingerprint(self.model)
@@ -270,6 +270,3 @@ class Service(nn.Module):
     def __repr__(self) -> str:
         return f"Service({self.name!r}, {self._architecture}, blocks={self.num_blocks})"
 
-
-def _input_layout(shape: Sequence[int]) -> str:
-    return {3: "NCHW", 1: "NC", 2: "NLC"}.get(len(tuple(shape)), "NCHW")

@@ -81,7 +81,7 @@ def check_splitter(
         raise ConformanceError(f"splitter {splitter.name!r} does not handle {type(model).__name__}")
     top = splitter.max_blocks(model)
     counts = list(block_counts) if block_counts is not None else sorted({1, 2, min(top, splitter.default_blocks), top})
-    spec = BoundarySpec(tuple(input_shape), name="input", layout="NCHW" if len(input_shape) == 3 else "NC")
+    spec = BoundarySpec.for_input(tuple(input_shape))
     model_params = {p.data_ptr() for p in model.parameters()}
     worst: dict[int, float] = {}
     for count in counts:
