@@ -52,3 +52,7 @@ def available(names: Iterable[str]) -> str:
     """Format the valid choices for an error message."""
     listed = sorted(names)
     return ", ".join(repr(n) for n in listed) if listed else "(none registered)"
+
+
+class ExportError(CodennError):
+    """A path cannot be exported (to ONNX) as asked, or its export fails a check."""

@@ -42,3 +42,15 @@ def codenn_register_objectives(register: Callable[..., None]) -> None:
     ``objective(measures: PathMeasures, original_accuracy: float, model: CostModel) -> float``
     returns a cost (lower is better). The latency bound of eq. (2) applies to every objective.
     """
+
+
+@hookspec
+def codenn_register_runtimes(register: Callable[..., None]) -> None:
+    """Register inference runtimes (torch eager, CUDA graphs, ONNX Runtime, ...).
+
+    Call ``register(name, factory, description="...")`` where ``factory(model, **options)``
+    returns a runtime: an object with ``name``, ``device`` and ``run(x: torch.Tensor) ->
+    torch.Tensor``. ``model`` is a ``torch.nn.Module`` or the path of an ONNX file, as the
+    runtime's description says. A factory asked for a device it cannot use raises a
+    :class:`codenn.errors.CodennError`; it never falls back to another device silently.
+    """

@@ -114,6 +114,14 @@ class Plugins:
 
         return self._registry("objective", "codenn_register_objectives", entry)
 
+    @property
+    def runtimes(self) -> Registry[RuntimeEntry]:
+        def entry(owner: str, name: str, factory: Any, description: str = "") -> tuple[str, RuntimeEntry]:
+            _require_callable(owner, "runtime", name, factory)
+            return name, RuntimeEntry(name, factory, description)
+
+        return self._registry("runtime", "codenn_register_runtimes", entry)
+
     def _registry(self, kind: str, hook_name: str, entry: Callable[..., tuple[str, Any]]) -> Registry[Any]:
         """Fill a registry from one hook, once; each ``register`` call knows its plugin."""
         if hook_name not in self._registries:
@@ -151,7 +159,7 @@ class Plugins:
     # -- introspection ------------------------------------------------------------------------
     def info(self) -> list[PluginInfo]:
         registries = {"splitters": self.splitters, "link_factories": self.link_factories,
-                      "objectives": self.objectives}
+                      "objectives": self.objectives, "runtimes": self.runtimes}
         out = []
         for name, plugin in self.pm.list_name_plugin():
             if plugin is hookspecs:
@@ -171,6 +179,15 @@ class ObjectiveEntry:
 
     name: str
     fn: Callable[..., float]
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class RuntimeEntry:
+    """A named inference runtime factory: ``factory(model, **options)`` returns a runtime."""
+
+    name: str
+    factory: Callable[..., Any]
     description: str = ""
 
 
