@@ -15,7 +15,8 @@ from codenn.data import split_dataset, tensors
 from codenn.paths import Path
 from codenn.search import FastConfig, Search, SearchConfig, SpaceConfig
 from codenn.train import FeatureCache, TrainConfig, accuracy, init_path_links
-from tiny import tiny_scenario
+from codenn.service import Service
+from tiny import TinyCNN, fit, tiny_scenario
 
 
 @pytest.fixture(scope="module")
@@ -147,6 +148,18 @@ def test_resumed_search_matches_an_uninterrupted_one(scenario, tmp_path) -> None
     other = config(strategy="exhaustive", space=SpaceConfig(cross=False), link="conv3x3")
     with pytest.raises(ConfigError, match="different configuration"):
         Search(local, [host], splits, other, plugins=plugins, run_dir=tmp_path, log=lambda s: None).run()
+
+
+def test_a_run_trained_on_other_weights_is_not_resumed(scenario, tmp_path) -> None:
+    local, host, splits, plugins = scenario
+    cfg = config(strategy="exhaustive", space=SpaceConfig(cross=False))
+    Search(local, [host], splits, cfg, plugins=plugins, run_dir=tmp_path, log=lambda s: None).run()
+    x, y = tensors(splits.train)
+    retrained = Service("local", fit(TinyCNN(splits.num_classes), x, y, seed=3), input_shape=local.input_spec.shape,
+                        plugins=plugins)
+    assert retrained.fingerprint() != local.fingerprint()
+    with pytest.raises(ConfigError, match="other weights for service 'local'"):
+        Search(retrained, [host], splits, cfg, plugins=plugins, run_dir=tmp_path, log=lambda s: None).run()
 
 
 def test_bad_configs_are_clear_errors(scenario) -> None:

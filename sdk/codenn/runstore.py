@@ -119,6 +119,20 @@ class RunStore:
             )
         return True
 
+    def check_fingerprints(self, fingerprints: dict[str, str]) -> None:
+        """Refuse to resume links trained on other service weights (e.g. a base model retrained)."""
+        for row in self.rows():
+            manifest_file = self.links_file(row["spec"]).with_suffix(".json")
+            if row.get("status") != "trained" or not manifest_file.exists():
+                continue
+            recorded = json.loads(manifest_file.read_text()).get("fingerprints", {})
+            for name, fp in recorded.items():
+                if name in fingerprints and fingerprints[name] != fp:
+                    raise ConfigError(
+                        f"run directory {str(self.root)!r} was searched with other weights for service {name!r} "
+                        f"(fingerprint {fp[:12]}… there, {fingerprints[name][:12]}… now; the base model was "
+                        "retrained or replaced); its results cannot be resumed: choose a new --out or --fresh")
+
     # -- link files -------------------------------------------------------------------------------
     def links_file(self, spec: str) -> Path:
         return self.root / "links" / f"{slug(spec)}.safetensors"

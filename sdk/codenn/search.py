@@ -346,6 +346,8 @@ class Search:
             done = {r["spec"]: r for r in self.store.rows()}
             self.log(f"resuming {self.store.root}: {len(done)} paths already final")
         self._prepare()
+        if done and self.store is not None:
+            self.store.check_fingerprints(self.fingerprints)
         self.rows: dict[str, dict[str, Any]] = dict(done)
         self.resumed = set(done)
         original = self._original()
