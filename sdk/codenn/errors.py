@@ -56,3 +56,26 @@ def available(names: Iterable[str]) -> str:
 
 class ExportError(CodennError):
     """A path cannot be exported (to ONNX) as asked, or its export fails a check."""
+
+
+class TransportError(CodennError):
+    """A call to a host provider through a transport failed."""
+
+
+class HostUnavailableError(TransportError):
+    """The host is down, unreachable, overloaded (5xx) or did not answer within the timeout.
+
+    A coordinator catches this to fall back to a local path: the request itself was fine.
+    """
+
+
+class HostRejectedError(TransportError):
+    """The host answered, but refused the request (bad token, payload too large, wrong shape...).
+
+    ``status`` is the HTTP-style status code the host gave (401, 413, 422, ...). Retrying the same
+    request elsewhere will not help; the request or the credentials must change.
+    """
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status

@@ -54,3 +54,15 @@ def codenn_register_runtimes(register: Callable[..., None]) -> None:
     runtime's description says. A factory asked for a device it cannot use raises a
     :class:`codenn.errors.CodennError`; it never falls back to another device silently.
     """
+
+
+@hookspec
+def codenn_register_transports(register: Callable[..., None]) -> None:
+    """Register transports: how a local provider reaches a host provider's segments.
+
+    Call ``register(name, factory, description="...")`` where ``factory(**options)`` returns a
+    :class:`codenn.transport.Transport` (``health``, ``metadata``, ``infer``, ``train_forward``,
+    ``train_backward``, ``close``). A transport carries boundary tensors and gradients only: never
+    parameters, never labels. Down or timed-out hosts raise
+    :class:`codenn.errors.HostUnavailableError`, refused requests :class:`codenn.errors.HostRejectedError`.
+    """

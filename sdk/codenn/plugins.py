@@ -122,6 +122,14 @@ class Plugins:
 
         return self._registry("runtime", "codenn_register_runtimes", entry)
 
+    @property
+    def transports(self) -> Registry[TransportEntry]:
+        def entry(owner: str, name: str, factory: Any, description: str = "") -> tuple[str, TransportEntry]:
+            _require_callable(owner, "transport", name, factory)
+            return name, TransportEntry(name, factory, description)
+
+        return self._registry("transport", "codenn_register_transports", entry)
+
     def _registry(self, kind: str, hook_name: str, entry: Callable[..., tuple[str, Any]]) -> Registry[Any]:
         """Fill a registry from one hook, once; each ``register`` call knows its plugin."""
         if hook_name not in self._registries:
@@ -159,7 +167,8 @@ class Plugins:
     # -- introspection ------------------------------------------------------------------------
     def info(self) -> list[PluginInfo]:
         registries = {"splitters": self.splitters, "link_factories": self.link_factories,
-                      "objectives": self.objectives, "runtimes": self.runtimes}
+                      "objectives": self.objectives, "runtimes": self.runtimes,
+                      "transports": self.transports}
         out = []
         for name, plugin in self.pm.list_name_plugin():
             if plugin is hookspecs:
@@ -185,6 +194,15 @@ class ObjectiveEntry:
 @dataclass(frozen=True)
 class RuntimeEntry:
     """A named inference runtime factory: ``factory(model, **options)`` returns a runtime."""
+
+    name: str
+    factory: Callable[..., Any]
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class TransportEntry:
+    """A named transport factory: ``factory(**options)`` returns a :class:`codenn.transport.Transport`."""
 
     name: str
     factory: Callable[..., Any]
