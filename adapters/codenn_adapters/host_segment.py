@@ -20,7 +20,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -214,11 +214,13 @@ def _json(spec: BoundarySpec) -> str:
     return json.dumps(spec.to_dict())
 
 
-def segments_from_run(run_dir: str | os.PathLike[str], service: str, *, device: str = "cpu",
+def segments_from_run(run_dir: str | os.PathLike[str], service: str, *, specs: Sequence[str] = (),
+                      lr: float | None = None, weight_decay: float | None = None, device: str = "cpu",
                       log: Callable[[str], None] = print, **options: Any) -> list[HostSegment]:
-    """Every trained cross path of a ``codenn search`` run that visits host ``service``, as
-    segments built from the host's own service (rebuilt from the run's config), the local
-    provider's public card (from run.json) and only the host-side link tensors of each path."""
+    """Every trained cross path of a ``codenn search`` run that visits host ``service`` (or only
+    ``specs``), as segments built from the host's own service (rebuilt from the run's config),
+    the local provider's public card (from run.json) and only the host-side link tensors of each
+    path. ``lr``/``weight_decay`` for split training default to the run's training config."""
     from dataclasses import replace
 
     from safetensors import safe_open
@@ -241,10 +243,15 @@ def segments_from_run(run_dir: str | os.PathLike[str], service: str, *, device: 
     if run.local.name not in cards:
         raise ConfigError(f"run.json of {os.fspath(run_dir)!r} has no service card for {run.local.name!r}")
     local_card = ServiceCard.from_dict(cards[run.local.name])
+    lr = run.search.train.lr if lr is None else lr
+    weight_decay = run.search.train.weight_decay if weight_decay is None else weight_decay
     size = run.local.base.size
     base = replace(hosts[service].base, size=size)
     model, _ = base_model(base, log=log)
     svc = Service(service, model, input_shape=(3, size, size), architecture=base.model)
+    sizes = {run.local.name: local_card.num_blocks, service: svc.num_blocks}
+    wanted = {str(PathSpec.parse(s).resolve(sizes)) for s in specs}
+    fingerprint = svc.fingerprint()
     out = []
     for row in store.rows():
         if row.get("status") != "trained":
@@ -252,24 +259,32 @@ def segments_from_run(run_dir: str | os.PathLike[str], service: str, *, device: 
         spec = PathSpec.parse(row["spec"])
         if len(spec.segments) != 3 or spec.segments[1].service != service or spec.segments[0].service != run.local.name:
             continue
+        if wanted and row["spec"] not in wanted:
+            continue
         manifest = json.loads(store.links_file(row["spec"]).with_suffix(".json").read_text())
         expected = manifest["fingerprints"].get(service)
-        if expected is not None and svc.fingerprint() != expected:
+        if expected is not None and fingerprint != expected:
             raise FrozenParameterError(
                 f"service {service!r} is not the one path {row['spec']!r} was trained on (fingerprint "
-                f"{svc.fingerprint()[:12]}… != {expected[:12]}…)")
-        lout, (hin, stop), lin = spec.segments[0].end(local_card.num_blocks) - 1, \
-            (spec.segments[1].start, spec.segments[1].end(svc.num_blocks)), spec.segments[2].start
+                f"{fingerprint[:12]}… != {expected[:12]}…)")
+        lout, lin = spec.segments[0].end(local_card.num_blocks) - 1, spec.segments[2].start
+        hin, stop = spec.segments[1].start, spec.segments[1].end(svc.num_blocks)
         src, dst = local_card.output_of(lout), local_card.input_of(lin)
         factories, opts = manifest["link_factories"], manifest.get("link_options", {})
         entry = build_link(src, svc.card.input_of(hin), factories[0], **opts)
         exit_ = build_link(svc.card.output_of(stop - 1), dst, factories[1], **opts)
         with safe_open(str(store.links_file(row["spec"])), framework="pt") as fh:
             state = {k: fh.get_tensor(k) for k in fh.keys() if k.startswith(("0.", "1."))}  # host-side links only
-        seg = HostSegment(spec, svc, entry, exit_, input_spec=src, output_spec=dst, device=device, **options)
+        seg = HostSegment(spec, svc, entry, exit_, input_spec=src, output_spec=dst, device=device, lr=lr,
+                          weight_decay=weight_decay, **options)
         seg.load_link_state(state)
         out.append(seg)
         log(f"serving {seg.name}: {spec}")
+    missing = wanted - {str(seg.spec) for seg in out}
+    if missing:
+        raise ConfigError(f"run {os.fspath(run_dir)!r} has no trained cross path {sorted(missing)} through {service!r}; "
+                          f"trained ones: {[str(seg.spec) for seg in out] or 'none'}")
     if not out:
-        raise ConfigError(f"run {os.fspath(run_dir)!r} has no trained cross path local > {service} > local")
+        raise ConfigError(f"run {os.fspath(run_dir)!r} has no trained cross path "
+                          f"{run.local.name} > {service} > {run.local.name}")
     return out

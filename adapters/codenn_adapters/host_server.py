@@ -229,8 +229,10 @@ def create_app(
     return app
 
 
-def serve(app: FastAPI, *, host: str = "127.0.0.1", port: int = 8100, log_level: str = "info") -> None:
-    """Run ``app`` with uvicorn until interrupted (one process; the segments are shared state)."""
+def serve(app: FastAPI, *, host: str = "127.0.0.1", port: int = 8100, log_level: str = "info",
+          ssl_keyfile: str | None = None, ssl_certfile: str | None = None) -> None:
+    """Run ``app`` with uvicorn until interrupted (one process: the segments are shared state)."""
     import uvicorn
 
-    uvicorn.run(app, host=host, port=port, log_level=log_level, workers=1)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, workers=1, ssl_keyfile=ssl_keyfile,
+                ssl_certfile=ssl_certfile)

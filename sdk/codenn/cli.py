@@ -376,6 +376,61 @@ def _fresh_path(spec: str, config: str | None, untrained: bool, link: str | None
     return path.eval(), x
 
 
+@cli.command("serve-host")
+@click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False, exists=True),
+              help="Run directory of `codenn search` whose trained cross paths this host serves.")
+@click.option("--service", required=True, help="This host's service name in the run (e.g. mobilenet_v2).")
+@click.option("--token-file", required=True, type=click.Path(dir_okay=False, exists=True),
+              help='JSON {"local provider name": "token", ...}; only these bearer tokens get in.')
+@click.option("--host", "bind", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(1, 65535), default=8100, show_default=True)
+@click.option("--max-bytes", type=click.IntRange(min=1024), default=64 * 1024 * 1024, show_default=True,
+              help="Largest request body accepted (413 above).")
+@click.option("--spec", "specs", multiple=True, help="Serve only this path (repeatable). Default: every trained "
+                                                      "cross path through --service.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Split-training learning rate of this host's optimizer (default: the run's).")
+@click.option("--weight-decay", type=click.FloatRange(min=0), default=None,
+              help="Split-training weight decay (default: the run's).")
+@click.option("--device", default="cpu", show_default=True, help="Device the host segments run on.")
+@click.option("--ssl-keyfile", type=click.Path(dir_okay=False, exists=True), default=None, help="TLS key (uvicorn).")
+@click.option("--ssl-certfile", type=click.Path(dir_okay=False, exists=True), default=None, help="TLS certificate.")
+@click.option("--check", is_flag=True, help="Build the segments and list them, then exit without serving.")
+@_friendly
+def serve_host_cmd(run_dir: str, service: str, token_file: str, bind: str, port: int, max_bytes: int,
+                   specs: tuple[str, ...], lr: float | None, weight_decay: float | None, device: str,
+                   ssl_keyfile: str | None, ssl_certfile: str | None, check: bool) -> None:
+    """Serve this host's part of a run's trained cross paths over the Open Inference Protocol v2.
+
+    Each path 'local[..lout] > SERVICE[hin:hout+1] > local[lin..]' becomes one model (entry
+    link, SERVICE's frozen blocks, exit link), named by a URL-safe slug of its spec. Only the
+    host-side link weights are loaded; the local provider's model is never built here.
+    """
+    from codenn_adapters.host_segment import segments_from_run
+    from codenn_adapters.host_server import create_app, load_tokens, serve
+
+    tokens = load_tokens(token_file)
+    if bool(ssl_keyfile) != bool(ssl_certfile):
+        raise click.UsageError("--ssl-keyfile and --ssl-certfile go together")
+    segments = segments_from_run(run_dir, service, specs=specs, lr=lr, weight_decay=weight_decay, device=device,
+                                 log=lambda m: console.print(m))
+    app = create_app(segments, tokens=tokens, max_bytes=max_bytes)
+    scheme = "https" if ssl_certfile else "http"
+    table = Table(title=f"{service} serves {len(segments)} model(s) at {scheme}://{bind}:{port}/v2/models/NAME")
+    for col in ("model name", "path", "input", "output"):
+        table.add_column(col)
+    for seg in segments:
+        table.add_row(seg.name, str(seg.spec), str(list(seg.input_spec.shape)), str(list(seg.output_spec.shape)))
+    console.print(table)
+    console.print(f"tokens for: {', '.join(sorted(tokens))}; body limit {max_bytes} bytes")
+    if bind not in ("127.0.0.1", "localhost", "::1") and not ssl_certfile:
+        console.print("[yellow]warning: listening beyond loopback without TLS: bearer tokens and tensors travel "
+                      "in clear text; use --ssl-certfile/--ssl-keyfile or a TLS proxy[/yellow]")
+    if check:
+        return
+    serve(app, host=bind, port=port, ssl_keyfile=ssl_keyfile, ssl_certfile=ssl_certfile)
+
+
 @cli.command("demo")
 @_friendly
 def demo_cmd() -> None:
