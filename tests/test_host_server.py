@@ -117,6 +117,32 @@ def test_other_client_errors(client, segment) -> None:
     assert r.status_code == 409 and "no pending forward for step 999" in r.json()["error"]
 
 
+def test_split_training_endpoints_and_save_on_shutdown(t, tmp_path) -> None:
+    from safetensors.torch import load_file
+
+    seg = t.segment(t.path())
+    before = seg.link_state()
+    x = seg.input_spec.example(batch=4)
+    with TestClient(create_app([seg], tokens=TOKENS, save_dir=tmp_path)) as c:
+        body, h = oip.encode_request({"input": x}, parameters={"step": 0})
+        r = c.post(f"/v2/models/{seg.name}/train/forward", content=body, headers={**h, **AUTH})
+        assert r.status_code == 200, r.text
+        header, out = oip.decode_response(r.content, r.headers[oip.HEADER_LENGTH])
+        assert header.parameters["step"] == 0 and out["output"].shape == (4, *seg.output_spec.shape)
+        body, h = oip.encode_request({"grad": torch.ones_like(out["output"])}, parameters={"step": 0},
+                                     binary_output=False)
+        r = c.post(f"/v2/models/{seg.name}/train/backward", content=body, headers={**h, **AUTH})
+        assert r.status_code == 200 and r.json()["parameters"]["steps_trained"] == 1
+        body, h = oip.encode_request({"grad": torch.ones(4, 1, 1, 1)}, parameters={"step": 0})
+        r = c.post(f"/v2/models/{seg.name}/train/backward", content=body, headers={**h, **AUTH})
+        assert r.status_code == 422
+    saved = load_file(str(tmp_path / f"{seg.name}.safetensors"))
+    assert saved.keys() == before.keys()
+    for key, value in seg.link_state().items():
+        torch.testing.assert_close(saved[key], value, rtol=0, atol=0)
+    assert any(not torch.equal(saved[k], before[k]) for k in before)  # one AdamW step moved the links
+
+
 def test_create_app_checks_its_options(segment) -> None:
     with pytest.raises(ConfigError, match="token"):
         create_app([segment], tokens={})

@@ -21,6 +21,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path as FsPath
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -201,6 +202,12 @@ class HostSegment:
         out = {f"0.{k}": v.detach().cpu().clone() for k, v in self.links[0].state_dict().items()}
         out.update({f"{exit_index}.{k}": v.detach().cpu().clone() for k, v in self.links[1].state_dict().items()})
         return out
+
+    def save_links(self, file: str | os.PathLike[str]) -> None:
+        """Write the host-side link weights as safetensors (atomically), keyed as :meth:`link_state`."""
+        from codenn.runstore import atomic_tensors
+
+        atomic_tensors(FsPath(file), self.link_state(), metadata={"spec": str(self.spec), "side": self.service.name})
 
     def load_link_state(self, state: Mapping[str, torch.Tensor]) -> None:
         """Load host-side link weights keyed as :meth:`link_state` gives them (other keys ignored)."""

@@ -25,7 +25,8 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path as FsPath
 from typing import Any
 
@@ -77,9 +78,14 @@ def create_app(
     *,
     tokens: Mapping[str, str],
     max_bytes: int = DEFAULT_MAX_BYTES,
+    save_dir: str | FsPath | None = None,
     title: str = "codenn host",
 ) -> FastAPI:
-    """The ASGI app serving ``segments`` (each under its ``name`` unless a mapping names them)."""
+    """The ASGI app serving ``segments`` (each under its ``name`` unless a mapping names them).
+
+    With ``save_dir``, every segment that split training changed writes its host-side links to
+    ``save_dir/NAME.safetensors`` when the server shuts down (atomically).
+    """
     models: dict[str, HostSegment] = {}
     for key, seg in (segments.items() if isinstance(segments, Mapping) else ((s.name, s) for s in segments)):
         if key in models:
@@ -90,7 +96,16 @@ def create_app(
     known = check_tokens(tokens)
     if max_bytes < 1024:
         raise ConfigError(f"max_bytes={max_bytes} is too small; use at least 1024")
-    app = FastAPI(title=title, docs_url=None, redoc_url=None, openapi_url=None)
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        if save_dir is not None:
+            for name, seg in models.items():
+                if seg.steps_trained:
+                    seg.save_links(FsPath(save_dir) / f"{name}.safetensors")
+                    log.info("saved the links of %s after %d split-training steps", name, seg.steps_trained)
+
+    app = FastAPI(title=title, docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.models = models
 
     @app.exception_handler(HttpError)

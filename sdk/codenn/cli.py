@@ -395,11 +395,13 @@ def _fresh_path(spec: str, config: str | None, untrained: bool, link: str | None
 @click.option("--device", default="cpu", show_default=True, help="Device the host segments run on.")
 @click.option("--ssl-keyfile", type=click.Path(dir_okay=False, exists=True), default=None, help="TLS key (uvicorn).")
 @click.option("--ssl-certfile", type=click.Path(dir_okay=False, exists=True), default=None, help="TLS certificate.")
+@click.option("--save-dir", type=click.Path(file_okay=False), default=None,
+              help="On shutdown, write the links that split training changed to DIR/NAME.safetensors.")
 @click.option("--check", is_flag=True, help="Build the segments and list them, then exit without serving.")
 @_friendly
 def serve_host_cmd(run_dir: str, service: str, token_file: str, bind: str, port: int, max_bytes: int,
                    specs: tuple[str, ...], lr: float | None, weight_decay: float | None, device: str,
-                   ssl_keyfile: str | None, ssl_certfile: str | None, check: bool) -> None:
+                   ssl_keyfile: str | None, ssl_certfile: str | None, save_dir: str | None, check: bool) -> None:
     """Serve this host's part of a run's trained cross paths over the Open Inference Protocol v2.
 
     Each path 'local[..lout] > SERVICE[hin:hout+1] > local[lin..]' becomes one model (entry
@@ -414,7 +416,7 @@ def serve_host_cmd(run_dir: str, service: str, token_file: str, bind: str, port:
         raise click.UsageError("--ssl-keyfile and --ssl-certfile go together")
     segments = segments_from_run(run_dir, service, specs=specs, lr=lr, weight_decay=weight_decay, device=device,
                                  log=lambda m: console.print(m))
-    app = create_app(segments, tokens=tokens, max_bytes=max_bytes)
+    app = create_app(segments, tokens=tokens, max_bytes=max_bytes, save_dir=save_dir)
     scheme = "https" if ssl_certfile else "http"
     table = Table(title=f"{service} serves {len(segments)} model(s) at {scheme}://{bind}:{port}/v2/models/NAME")
     for col in ("model name", "path", "input", "output"):
