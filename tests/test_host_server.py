@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from codenn import ConfigError
-from codenn.errors import HostRejectedError
+from codenn.errors import HostRejectedError, HostUnavailableError
 from codenn.split_train import RemotePath, SplitTrainer
 from codenn.train import LinkTrainer
 from codenn_adapters import oip
@@ -302,3 +302,34 @@ def test_real_server_split_training_keeps_secrets(t, served) -> None:
     for p in [*t.host.parameters(), *in_process.links.parameters()]:
         assert not any(piece in received for piece in _pieces(p))
     assert server.alive()
+
+
+def test_real_server_concurrent_requests(t, served) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    server, _ = served
+    with HttpTransport(server.url, token=TOKENS["other"], timeout=30) as transport:
+        h = t.local.run(t.x_test, 0, 1)
+        want = transport.infer(server.name, h).output
+        with ThreadPoolExecutor(8) as pool:
+            replies = list(pool.map(lambda i: transport.infer(server.name, h), range(16)))
+    for reply in replies:
+        torch.testing.assert_close(reply.output, want, rtol=0, atol=0)
+
+
+def test_killed_host_is_unavailable_at_once(t, served) -> None:
+    """Runs last: the host process dies; the next calls fail fast with HostUnavailableError."""
+    import time
+
+    server, _ = served
+    with HttpTransport(server.url, token=TOKENS["local"], timeout=5) as transport:
+        h = t.local.run(t.x_test, 0, 1)
+        transport.infer(server.name, h)  # a pooled keep-alive connection now exists
+        server.proc.kill()
+        server.proc.wait()
+        for _ in range(2):
+            t0 = time.perf_counter()
+            with pytest.raises(HostUnavailableError):
+                transport.infer(server.name, h, timeout=2)
+            assert time.perf_counter() - t0 < 2.5
+        assert transport.health() is False

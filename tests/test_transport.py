@@ -201,3 +201,34 @@ def test_http_transport_checks_its_options() -> None:
         HttpTransport("127.0.0.1:8100")
     with pytest.raises(ConfigError, match="timeout"):
         HttpTransport("http://127.0.0.1:8100", timeout=0)
+
+
+def test_http_maps_host_answers_to_the_failure_contract(h) -> None:
+    """5xx and malformed answers: the host is unusable (fall back); 4xx: the request was refused."""
+    import httpx
+
+    answers = {
+        "/v2/models/down/infer": httpx.Response(503, json={"error": "overloaded"}),
+        "/v2/models/crash/infer": httpx.Response(500, text="Internal Server Error"),
+        "/v2/models/garbage/infer": httpx.Response(200, content=b"\x00\x01 not OIP"),
+        "/v2/models/shape/infer": httpx.Response(422, json={"error": "must have shape [-1, 8, 16, 16]"}),
+        "/v2/models/secret/infer": httpx.Response(401, json={"error": "missing or invalid bearer token"}),
+    }
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return answers[request.url.path]
+
+    transport = HttpTransport("http://127.0.0.1:1", token="t" * 10, transport=httpx.MockTransport(handler))
+    for model in ("down", "crash", "garbage"):
+        with pytest.raises(HostUnavailableError):
+            transport.infer(model, h)
+    with pytest.raises(HostRejectedError, match=r"422.*\[-1, 8, 16, 16\]") as info:
+        transport.infer("shape", h)
+    assert info.value.status == 422
+    with pytest.raises(HostRejectedError) as info:
+        transport.infer("secret", h)
+    assert info.value.status == 401
+    assert all(r.headers["authorization"] == "Bearer " + "t" * 10 for r in seen)
+    assert seen[0].headers[oip.HEADER_LENGTH] and seen[0].headers["content-type"] == oip.BINARY_TYPE

@@ -5,6 +5,10 @@
   provider's tensors in a file). ``codenn export`` is its command line.
 - :mod:`codenn_adapters.runtimes`: torch eager, torch CUDA graphs, ONNX Runtime CPU and CUDA
   (IO binding, CUDA graphs), registered through the ``codenn_register_runtimes`` hook.
+- :mod:`codenn_adapters.host_segment`, :mod:`codenn_adapters.host_server`,
+  :mod:`codenn_adapters.oip`, :mod:`codenn_adapters.transports`: a host provider's served
+  segments, its Open Inference Protocol server, and the ``in-process`` / ``http`` transports
+  (``codenn_register_transports``). See docs/deployment.md.
 
 Names are imported lazily: codenn loads :mod:`codenn_adapters.runtimes` with every plugin set,
 and neither onnx nor onnxruntime should be imported for that.
@@ -37,6 +41,11 @@ _EXPORTS = {
     "Timing": "runtimes",
     "DeviceUnavailableError": "runtimes",
     "RuntimeFailure": "runtimes",
+    "HostSegment": "host_segment",
+    "segments_from_run": "host_segment",
+    "create_app": "host_server",
+    "InProcessTransport": "transports",
+    "HttpTransport": "transports",
 }
 
 __all__ = sorted(_EXPORTS)
