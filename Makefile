@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.codenn-installed
 
-.PHONY: demo test test-all bench venv clean
+.PHONY: demo test test-all bench bench-runtime bench-search experiments venv clean
 
 venv: $(STAMP)
 
@@ -23,8 +23,18 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(PY) -m pytest -q -m ""
 
-bench: $(STAMP)
+# bench-runtime: a few minutes; bench-search: about an hour on 2 CPU cores (exhaustive search).
+bench: bench-runtime bench-search
+
+bench-runtime: $(STAMP)
+	$(PY) benchmarks/runtime.py
+
+bench-search: $(STAMP)
 	$(PY) benchmarks/search_cost.py
+
+# The paper's four experiments (benchmarks/paper): JSON, figures, docs/experiments.md.
+experiments: $(STAMP)
+	$(PY) benchmarks/paper/run_all.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info sdk/*.egg-info
