@@ -43,7 +43,7 @@ import torch
 from torch import nn
 
 from codenn.blocks import BoundarySpec
-from codenn.errors import ConfigError, ExportError, FrozenParameterError
+from codenn.errors import ConfigError, ExportError
 
 if TYPE_CHECKING:
     import onnx
@@ -792,17 +792,11 @@ def load_run_path(
     """Rebuild a trained path of a ``codenn search`` run: its services (base models from the
     cache, trained on first use), its links from ``RUN/links``. ``spec`` defaults to the run's
     selected path. Returns the path (eval mode) and a batch of the local task's test inputs."""
-    from codenn.config import from_dict
     from codenn.data import tensors
+    from codenn.evaluate import load_run, trained_path
     from codenn.pathspec import PathSpec
-    from codenn.paths import Path
-    from codenn.runstore import RunStore
-    from codenn.scenario import scenario_from_config
 
-    store = RunStore(run_dir)
-    run_json = store.read_json("run.json")
-    if run_json is None or "run_config" not in run_json.get("metadata", {}):
-        raise ConfigError(f"{os.fspath(run_dir)!r} is not a codenn search run (no run.json written by `codenn search`)")
+    store, run_json, scenario = load_run(run_dir, log)
     trained = {r["spec"]: r for r in store.rows() if r.get("status") == "trained"}
     if spec is None:
         selected = run_json.get("selected") or {}
@@ -811,8 +805,6 @@ def load_run_path(
             raise ExportError(
                 f"run {os.fspath(run_dir)!r} selected no path (decision: {run_json.get('decision')!r}); "
                 f"choose one with --spec. Trained paths: {sorted(trained) or 'none'}")
-    run = from_dict(run_json["metadata"]["run_config"])
-    scenario = scenario_from_config(run, log=log)
     services = {scenario.local.name: scenario.local, **{h.name: h for h in scenario.hosts}}
     try:
         canonical = str(PathSpec.parse(spec).resolve({n: s.num_blocks for n, s in services.items()}))
@@ -823,15 +815,7 @@ def load_run_path(
         raise ExportError(f"run {os.fspath(run_dir)!r} has no trained links for {spec!r}; trained paths: "
                           f"{sorted(trained) or 'none'}")
     row = trained[canonical]
-    manifest = json.loads(store.links_file(canonical).with_suffix(".json").read_text())
-    for name, fp in manifest["fingerprints"].items():
-        if services[name].fingerprint() != fp:
-            raise FrozenParameterError(
-                f"service {name!r} is not the one path {canonical!r} was trained on (fingerprint "
-                f"{services[name].fingerprint()[:12]}… != {fp[:12]}…)")
-    torch.manual_seed(0)
-    path = Path(canonical, services, link=manifest["link_factories"], link_options=manifest["link_options"])
-    path.links.load_state_dict(store.load_links(canonical))
+    path = trained_path(store, canonical, services)
     x, _ = tensors(scenario.splits.test, limit=8)
     log(f"loaded {canonical} from {os.fspath(run_dir)} (test accuracy {row.get('test_accuracy', float('nan')):.3f})")
     return path.eval(), x
