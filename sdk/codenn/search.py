@@ -338,7 +338,8 @@ class Search:
             service.verify_frozen()
         return self.rows[str(cand.spec)]
 
-    def run(self) -> SearchResult:
+    def run(self, specs: Sequence[PathSpec | str] | None = None) -> SearchResult:
+        """Search the configured path space, or only ``specs`` when given (e.g. the paper's sweeps)."""
         t0 = time.perf_counter()
         cfg = self.config
         done: dict[str, dict[str, Any]] = {}
@@ -354,8 +355,11 @@ class Search:
         self.original_row = self._row(original)
         if self.store is not None:
             self.store.write_json("run.json", self._run_json(None, None, [], {}))
-        space = PathSpace.between(self.local, self.hosts, **asdict(cfg.space))
-        specs = [s for s in space]
+        if specs is None:
+            space = PathSpace.between(self.local, self.hosts, **asdict(cfg.space))
+            specs = [s for s in space]
+        else:
+            specs = [PathSpec.parse(s) if isinstance(s, str) else s for s in specs]
         if not specs:
             raise ConfigError("the path space is empty: allow skip or cross paths, or lower min_skipped")
         todo = [s for s in specs if str(s.resolve({n: v.num_blocks for n, v in self.services.items()})) not in done]
