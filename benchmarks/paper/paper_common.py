@@ -1,0 +1,355 @@
+"""Shared set-up for the paper's four experiments (Section IV): options, base models, link training,
+JSON and figures.
+
+Why one module: the four scripts must use the same local model, the same data splits, the same
+link-training budget and the same cache, so that numbers are comparable across experiments and
+base models are trained once (``make experiments`` runs from an empty cache in one go).
+
+Base models are cached as safetensors under ``<cache>/base`` (default ``$CODENN_CACHE/experiments``
+or ``~/.cache/codenn/experiments``), apart from the demo's cache, because the hosts here are
+trained differently (more samples, more epochs) from the demo's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path as FsPath
+from typing import Any
+
+import torch
+from torch import nn
+
+from codenn.data import Splits, tensors
+from codenn.errors import ConfigError, FrozenParameterError
+from codenn.links import build_link
+from codenn.models import load_model
+from codenn.paths import Path
+from codenn.pathspec import PathSpec
+from codenn.scenario import BaseModelSpec, base_model, cache_dir, recalibrate_batchnorm, task_splits
+from codenn.service import Service
+from codenn.train import FeatureCache, LinkTrainer, TrainConfig, accuracy, init_path_links, path_seed
+
+Log = Callable[[str], None]
+ROOT = FsPath(__file__).resolve().parents[2]
+RESULTS = ROOT / "benchmarks" / "results" / "paper"
+FIGURES = ROOT / "docs" / "figures" / "experiments"
+LOCAL = "alexnet"
+
+
+
+@dataclass(frozen=True)
+class Options:
+    """What every experiment script accepts; the defaults are the committed run."""
+
+    local_task: str = "digits"
+    size: int = 64
+    link_epochs: int = 3
+    batch_size: int = 64
+    lr: float = 1e-3
+    limit: int | None = None  # cap on samples per split (tests); None = all
+    base_epochs: int | None = None  # override every base model's epochs (tests: 0 = untrained)
+    seed: int = 0
+    cache: str | None = None
+    out_dir: str = str(RESULTS)
+    fig_dir: str = str(FIGURES)
+    threads: int | None = None
+    export: bool = True
+
+    def __post_init__(self) -> None:
+        if self.size < 63:
+            raise ConfigError(f"--size {self.size} is too small: AlexNet needs inputs of at least 63x63")
+        if self.link_epochs < 1 or self.batch_size < 1 or not self.lr > 0:
+            raise ConfigError(f"link_epochs, batch_size must be >= 1 and lr > 0; got {self.link_epochs}, "
+                              f"{self.batch_size}, {self.lr}")
+        if self.limit is not None and self.limit < 8:
+            raise ConfigError(f"--limit {self.limit} leaves too few samples; use >= 8 or no limit")
+        if self.base_epochs is not None and self.base_epochs < 0:
+            raise ConfigError(f"--base-epochs must be >= 0, got {self.base_epochs}")
+
+    def train_config(self, *, ls_init: bool = True) -> TrainConfig:
+        return TrainConfig(epochs=self.link_epochs, batch_size=self.batch_size, lr=self.lr, ls_init=ls_init,
+                           seed=self.seed, progress=False)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every script takes (also makes stdout line-buffered, for progress in logs)."""
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    d = Options()
+    parser.add_argument("--local-task", default=d.local_task,
+                        help="digits (offline), 'torchvision:CIFAR10:/path' or 'imagefolder:/path'")
+    parser.add_argument("--size", type=int, default=d.size, help="input size (AlexNet needs >= 63)")
+    parser.add_argument("--link-epochs", type=int, default=d.link_epochs, help="link training epochs per path")
+    parser.add_argument("--batch-size", type=int, default=d.batch_size)
+    parser.add_argument("--lr", type=float, default=d.lr, help="link learning rate (AdamW)")
+    parser.add_argument("--limit", type=int, default=None, help="cap samples per split (quick runs)")
+    parser.add_argument("--base-epochs", type=int, default=None, help="override base-model epochs")
+    parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument("--cache", default=None, help="base-model cache (default $CODENN_CACHE/experiments)")
+    parser.add_argument("--out-dir", default=d.out_dir, help="where JSON results go")
+    parser.add_argument("--fig-dir", default=d.fig_dir, help="where PNG figures go")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--no-export", dest="export", action="store_false", help="skip the ONNX export (exp 4)")
+
+
+def options_from(args: argparse.Namespace) -> Options:
+    return Options(**{f: getattr(args, f) for f in Options.__dataclass_fields__})
+
+
+# -- base models -------------------------------------------------------------------------------
+# name -> (architecture, task, epochs, lr); None task = random weights (the control host).
+# MobileNetV2 learns the textures task far better in a few epochs than the shapes task (71 % vs 51 %
+# after six epochs), so the MobileNet host is trained on textures.
+HOSTS: dict[str, tuple[str, str, int, float]] = {
+    "alexnet_shapes": ("alexnet", "shapes", 6, 1e-4),
+    "alexnet_textures": ("alexnet", "textures", 6, 1e-4),
+    "mobilenet_textures": ("mobilenet_v2", "textures", 6, 1e-3),
+}
+RANDOM_HOSTS: dict[str, tuple[str, str]] = {  # name -> (architecture, task for BN statistics / classes)
+    "alexnet_random": ("alexnet", "shapes"),
+    "mobilenet_random": ("mobilenet_v2", "textures"),
+}
+LOCAL_EPOCHS, LOCAL_LR = 6, 1e-4
+
+
+def use_cache(opts: Options) -> FsPath:
+    """Point codenn's base-model cache at the experiments' folder (set before any base_model call)."""
+    root = FsPath(opts.cache) if opts.cache else cache_dir() / "experiments"
+    os.environ["CODENN_CACHE"] = str(root)
+    return root
+
+
+def _epochs(opts: Options, default: int) -> int:
+    return default if opts.base_epochs is None else opts.base_epochs
+
+
+def local_spec(opts: Options) -> BaseModelSpec:
+    return BaseModelSpec("alexnet", opts.local_task, epochs=_epochs(opts, LOCAL_EPOCHS), lr=LOCAL_LR,
+                         size=opts.size, seed=opts.seed)
+
+
+def host_spec(name: str, opts: Options) -> BaseModelSpec:
+    arch, task, epochs, lr = HOSTS[name]
+    return BaseModelSpec(arch, task, epochs=_epochs(opts, epochs), lr=lr, size=opts.size, seed=opts.seed)
+
+
+def random_host(name: str, opts: Options) -> tuple[nn.Module, dict[str, Any]]:
+    """A host with random weights: the control for "does a *trained* host matter?".
+
+    Batch-norm statistics are recomputed on 512 of its task's inputs, as for a trained host, so that
+    the random network's activations have a sane scale.
+    """
+    arch, task = RANDOM_HOSTS[name]
+    splits = task_splits(task, opts.size, opts.seed)
+    torch.manual_seed(opts.seed + 12345)
+    model = load_model(arch, num_classes=splits.num_classes)
+    x, _ = tensors(splits.train, 512)
+    recalibrate_batchnorm(model, x)
+    model.eval()
+    return model, {"spec": {"model": arch, "task": task, "weights": "random"}, "test_accuracy": None}
+
+
+@dataclass
+class Lab:
+    """The services, the local task's tensors and the frozen-prefix caches of one experiment."""
+
+    opts: Options
+    services: dict[str, Service]
+    data: dict[str, tuple[torch.Tensor, torch.Tensor]]
+    caches: dict[str, FeatureCache]
+    num_classes: int
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def local(self) -> Service:
+        return self.services[LOCAL]
+
+    def verify_frozen(self) -> None:
+        """Every service is bit-identical to when it was loaded, and none is trainable.
+
+        Checked once per experiment rather than per path (hashing AlexNet takes about a second).
+        """
+        for s in self.services.values():
+            s.verify_frozen()
+            if any(p.requires_grad for p in s.parameters()):
+                raise FrozenParameterError(f"service {s.name!r} has trainable parameters")
+
+    def original_accuracy(self, part: str = "test") -> float:
+        path = Path(f"{LOCAL}[:]", self.services)
+        return accuracy(path, self.caches[part], self.data[part][1])
+
+
+def limited(splits: Splits, limit: int | None) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    return {p: tensors(getattr(splits, p), limit) for p in ("train", "val", "test")}
+
+
+def make_lab(opts: Options, hosts: Sequence[str], log: Log = print) -> Lab:
+    """Load (or train and cache) the local model and ``hosts``; cache nothing else yet."""
+    if opts.threads:
+        torch.set_num_threads(opts.threads)
+    use_cache(opts)
+    torch.manual_seed(opts.seed)
+    shape = (3, opts.size, opts.size)
+    model, meta = base_model(local_spec(opts), log=log)
+    services = {LOCAL: Service(LOCAL, model, input_shape=shape, architecture="alexnet")}
+    info: dict[str, Any] = {LOCAL: meta}
+    for name in hosts:
+        if name in HOSTS:
+            hmodel, hmeta = base_model(host_spec(name, opts), log=log)
+        elif name in RANDOM_HOSTS:
+            hmodel, hmeta = random_host(name, opts)
+        else:
+            raise ConfigError(f"unknown host {name!r}; known: {', '.join([*HOSTS, *RANDOM_HOSTS])}")
+        arch = HOSTS[name][0] if name in HOSTS else RANDOM_HOSTS[name][0]
+        services[name] = Service(name, hmodel, input_shape=shape, architecture=arch)
+        info[name] = hmeta
+    splits = task_splits(opts.local_task, opts.size, opts.seed)
+    data = limited(splits, opts.limit)
+    caches = {p: FeatureCache(services, x) for p, (x, _) in data.items()}
+    return Lab(opts, services, data, caches, splits.num_classes, info)
+
+
+# -- training one path -------------------------------------------------------------------------
+def cross_spec(host: str, hout: int, *, lout: int = 0, hin: int = 1, lin: int = 5) -> str:
+    return f"{LOCAL}[:{lout + 1}] > {host}[{hin}:{hout + 1}] > {LOCAL}[{lin}:]"
+
+
+def skip_spec(lout: int, lin: int) -> str:
+    return f"{LOCAL}[:{lout + 1}] > {LOCAL}[{lin}:]"
+
+
+def just_links(lab: Lab, host: str, link: str = "paper", *, lout: int = 0, hin: int = 1, lin: int = 5) -> nn.Module:
+    """The cross path's entry link followed by an exit link, host blocks removed (paper, Fig. 6).
+
+    The entry link maps local block ``lout``'s output to host block ``hin``'s input, as in the cross
+    path; the exit link maps that to local block ``lin``'s input. The pair is one skip link.
+    """
+    src, mid, dst = lab.local.card.output_of(lout), lab.services[host].card.input_of(hin), lab.local.card.input_of(lin)
+    torch.manual_seed(path_seed(lab.opts.seed, f"just-links {host} {link}"))
+    return nn.Sequential(build_link(src, mid, link), build_link(mid, dst, link))
+
+
+def train_path(lab: Lab, spec: str, link: str = "paper", *, ls_init: bool = True,
+               links: Sequence[nn.Module] | None = None, label: str | None = None,
+               log: Log = print) -> dict[str, Any]:
+    """Least-squares-initialise (optionally) and train one path's links; measure it.
+
+    Reported accuracy is on the test split; ``val_accuracy`` is kept for selection-style uses.
+    """
+    t0 = time.perf_counter()
+    cfg = lab.opts.train_config(ls_init=ls_init)
+    torch.manual_seed(path_seed(cfg.seed, f"{spec}|{link}"))
+    path = Path(spec, lab.services, link=link, links=links)
+    (_, ytr), (_, yval), (_, yte) = lab.data["train"], lab.data["val"], lab.data["test"]
+    fitted: list[bool] = []
+    ls_acc = None
+    if ls_init:
+        fitted = init_path_links(path, lab.caches["train"], cfg.ls_samples, cfg.ls_ridge)
+        if any(fitted):
+            ls_acc = accuracy(path, lab.caches["test"], yte)
+    LinkTrainer(path, cfg, lab.caches["train"], ytr, check_frozen=False).train_epochs(cfg.epochs)
+    st = path.stats()
+    try:
+        ix = path.spec.indices
+        indices = {"lout": ix.lout, "hin": ix.hin, "hout": ix.hout, "lin": ix.lin}
+    except Exception:  # noqa: BLE001 - paths the paper's indices cannot express
+        indices = {"lout": None, "hin": None, "hout": None, "lin": None}
+    row = {
+        "label": label or spec, "spec": str(path.spec), "kind": path.spec.kind, **indices,
+        "link": link if links is None else "custom", "ls_init": ls_init, "ls_fitted": fitted,
+        "ls_test_accuracy": ls_acc,
+        "val_accuracy": accuracy(path, lab.caches["val"], yval),
+        "test_accuracy": accuracy(path, lab.caches["test"], yte),
+        "link_params": st.link_params, "skipped_params": st.skipped_params, "local_params": st.local_params,
+        "host_params": st.host_params, "host_block_params": st.host_params - st.host_link_params,
+        "local_gflops": st.local_flops / 1e9, "host_gflops": st.host_flops / 1e9,
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+    log(f"  {row['label']:<55} link {row['link']:<10} ls {int(ls_init)}  test {row['test_accuracy']:.3f}  "
+        f"links {row['link_params']:>9,}  ({row['seconds']:.0f} s)")
+    return row
+
+
+def original_row(lab: Lab) -> dict[str, Any]:
+    st = Path(f"{LOCAL}[:]", lab.services).stats()
+    return {"label": "original", "spec": f"{LOCAL}[:]", "val_accuracy": lab.original_accuracy("val"),
+            "test_accuracy": lab.original_accuracy("test"), "local_params": st.local_params,
+            "local_gflops": st.local_flops / 1e9}
+
+
+def recovered(cross: float, baseline: float, original: float) -> float | None:
+    """The share of the accuracy a baseline loses that the cross path wins back (paper, Exp. 1)."""
+    drop = original - baseline
+    return None if abs(drop) < 1e-9 else (cross - baseline) / drop
+
+
+# -- output ------------------------------------------------------------------------------------
+def environment(opts: Options) -> dict[str, Any]:
+    return {"torch": torch.__version__, "threads": torch.get_num_threads(), "device": "cpu",
+            "cpu": platform.processor() or platform.machine(), "python": platform.python_version(),
+            "options": asdict(opts), "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def base_models(lab: Lab) -> dict[str, Any]:
+    out = {}
+    for name, meta in lab.info.items():
+        svc = lab.services[name]
+        out[name] = {"architecture": svc.card.architecture if hasattr(svc.card, "architecture") else None,
+                     "task": meta.get("spec", {}).get("task"), "epochs": meta.get("spec", {}).get("epochs"),
+                     "weights": meta.get("spec", {}).get("weights"), "test_accuracy": meta.get("test_accuracy"),
+                     "train_seconds": meta.get("train_seconds"), "blocks": svc.num_blocks}
+    return out
+
+
+def write_json(path: FsPath, data: Mapping[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as fh:
+        json.dump(data, fh, indent=2, default=str)
+    os.replace(tmp, path)
+
+
+def save_figure(fig: Any, path: FsPath) -> None:
+    """Small PNGs (dpi 90), written atomically."""
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def finish(name: str, result: dict[str, Any], opts: Options, t0: float, plot: Callable[[dict[str, Any], FsPath], None],
+           log: Log = print) -> dict[str, Any]:
+    """Stamp wall time and environment, write ``<out_dir>/<name>.json`` and ``<fig_dir>/<name>.png``."""
+    result["frozen_verified"] = True
+    result["environment"] = environment(opts)
+    result["wall_seconds"] = round(time.perf_counter() - t0, 1)
+    out = FsPath(opts.out_dir) / f"{name}.json"
+    fig = FsPath(opts.fig_dir) / f"{name}.png"
+    plot(result, fig)
+    result["figure"] = str(fig.relative_to(ROOT)) if fig.is_relative_to(ROOT) else str(fig)
+    write_json(out, result)
+    log(f"wrote {out} and {fig} ({result['wall_seconds']:.0f} s)")
+    return result
+
+
+def replace_opts(opts: Options, **changes: Any) -> Options:
+    return replace(opts, **changes)

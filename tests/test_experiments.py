@@ -1,0 +1,102 @@
+"""The paper's experiment scripts (benchmarks/paper) run end to end on a tiny configuration.
+
+Untrained base models (0 epochs), 32 samples per split, one link-training epoch and one or two
+paths per sweep: this checks the scripts' plumbing and their JSON, not the science, so that they
+cannot rot silently between full runs (``make experiments``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+PAPER_DIR = Path(__file__).resolve().parents[1] / "benchmarks" / "paper"
+sys.path.insert(0, str(PAPER_DIR))
+
+import exp1_alexnet_cross as exp1  # noqa: E402
+import exp2_alexnet_skip as exp2  # noqa: E402
+import exp3_alexnet_mobilenet as exp3  # noqa: E402
+import exp4_path_selection as exp4  # noqa: E402
+import paper_common as pc  # noqa: E402
+import report  # noqa: E402
+
+from codenn.errors import ConfigError  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> pc.Options:
+    root = tmp_path_factory.mktemp("paper")
+    return pc.Options(limit=32, base_epochs=0, link_epochs=1, batch_size=16, cache=str(root / "cache"),
+                      out_dir=str(root / "results"), fig_dir=str(root / "figures"), export=False, threads=2)
+
+
+def _is_acc(x: Any) -> bool:
+    return isinstance(x, float) and 0.0 <= x <= 1.0
+
+
+def _check_common(res: dict[str, Any], opts: pc.Options, name: str) -> None:
+    out = Path(opts.out_dir) / f"{name}.json"
+    assert out.is_file() and json.loads(out.read_text())["experiment"] == name
+    assert Path(opts.fig_dir, f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert res["frozen_verified"] is True and res["wall_seconds"] >= 0
+    env = res["environment"]
+    assert env["torch"] and env["threads"] >= 1 and env["options"]["limit"] == 32
+    assert _is_acc(res["original"]["test_accuracy"])
+
+
+def test_tiny_experiments_end_to_end(tiny: pc.Options, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CODENN_CACHE", tiny.cache or "")
+    say: list[str] = []
+    r1 = exp1.run(tiny, houts=(2,), link_hout=2, log=say.append)
+    _check_common(r1, tiny, exp1.NAME)
+    assert {r["hout"] for r in r1["cross"]} == {2} and len(r1["cross"]) == 3  # two trained hosts + random
+    assert all(_is_acc(r["test_accuracy"]) and r["link_params"] > 0 for r in [*r1["cross"], r1["skip"]])
+    assert r1["skip"]["skipped_params"] == r1["cross"][0]["skipped_params"] > 0
+    assert set(r1["summary"]["link_sizes"]) >= {"normal", "reduced25", "reduced5", "just_links"}
+    ls = r1["summary"]["link_sizes"]
+    assert ls["reduced5"]["link_params"] < ls["reduced25"]["link_params"] < ls["normal"]["link_params"]
+
+    r2 = exp2.run(tiny, louts=(4,), timing_repeats=2, log=say.append)
+    _check_common(r2, tiny, exp2.NAME)
+    assert r2["pairs"] == [[4, 6]]
+    kinds = {r["link_kind"] for r in r2["rows"]}
+    assert kinds == {"normal", "reduced25", "reduced5", "normal_random_init"}
+    assert all(_is_acc(r["test_accuracy"]) for r in r2["rows"])
+    assert r2["summary"]["reduced25_vs_normal"]["param_ratio"] > 1
+    assert all(v > 0 for v in r2["latency_ms"].values())
+
+    r3 = exp3.run(tiny, houts=(2, 3), log=say.append)
+    _check_common(r3, tiny, exp3.NAME)
+    assert sorted(r3["summary"]["by_hout"]) == [2, 3] and isinstance(r3["summary"]["monotonic"], bool)
+    assert 0 < r3["summary"]["best"]["local_gflops_reduction"] < 1
+
+    r4 = exp4.run(tiny, houts=(2, 3), profile_repeats=2, log=say.append)
+    _check_common(r4, tiny, exp4.NAME)
+    assert {s for s in r4["strategies"]} == {"exhaustive", "fast"}
+    assert len(r4["rows"]) == 3 and all(math.isfinite(r["cost"]) for r in r4["rows"])
+    assert r4["summary"]["selected"] in {r["spec"] for r in r4["rows"]}
+    assert r4["export"]["skipped"] is True
+
+    text = report.render(Path(tiny.out_dir))
+    for title in ("Experiment 1", "Experiment 2", "Experiment 3", "Experiment 4"):
+        assert f"## {title}" in text
+    assert "Not run yet" not in text
+
+
+def test_options_are_checked() -> None:
+    with pytest.raises(ConfigError, match="63"):
+        pc.Options(size=32)
+    with pytest.raises(ConfigError, match="limit"):
+        pc.Options(limit=2)
+    with pytest.raises(ConfigError, match="unknown host"):
+        pc.make_lab(pc.Options(limit=8, base_epochs=0), ("nope",))
+
+
+def test_recovered_share() -> None:
+    assert pc.recovered(0.8, 0.6, 1.0) == pytest.approx(0.5)
+    assert pc.recovered(0.8, 0.9, 0.9) is None
