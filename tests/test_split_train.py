@@ -11,7 +11,7 @@ from codenn.split_train import RemotePath, SplitTrainer
 from codenn.train import LinkTrainer, TrainConfig
 from codenn_adapters.host_segment import HostSegment
 from codenn_adapters.transports import InProcessTransport
-from split_helpers import CONFIG, SPEC, clone_links, tiny
+from split_helpers import CONFIG, clone_links, tiny
 
 
 @pytest.fixture(scope="module")

@@ -232,3 +232,31 @@ def test_http_maps_host_answers_to_the_failure_contract(h) -> None:
     assert info.value.status == 401
     assert all(r.headers["authorization"] == "Bearer " + "t" * 10 for r in seen)
     assert seen[0].headers[oip.HEADER_LENGTH] and seen[0].headers["content-type"] == oip.BINARY_TYPE
+
+
+def test_register_transports_hook(bare_plugins, segment) -> None:
+    from codenn import ConfigError, DuplicateNameError, UnknownNameError, hookimpl
+
+    class Throwaway:
+        @hookimpl
+        def codenn_register_transports(self, register):
+            register("not-a-transport", lambda **options: object(), description="returns the wrong thing")
+            register("sim", lambda **options: InProcessTransport(**options), description="simulated host")
+
+    bare_plugins.register(Throwaway(), name="throwaway")
+    assert bare_plugins.transports.owner("sim") == "throwaway"
+    assert bare_plugins.transports.get("sim").description == "simulated host"
+    assert isinstance(make_transport("sim", plugins=bare_plugins, segments=segment), InProcessTransport)
+    with pytest.raises(ConfigError, match="lacks the codenn.transport.Transport methods"):
+        make_transport("not-a-transport", plugins=bare_plugins)
+    with pytest.raises(UnknownNameError, match="Available names: 'not-a-transport', 'sim'"):
+        make_transport("carrier-pigeon", plugins=bare_plugins)
+
+    class Again:
+        @hookimpl
+        def codenn_register_transports(self, register):
+            register("sim", lambda **options: None)
+
+    bare_plugins.register(Again(), name="again")
+    with pytest.raises(DuplicateNameError, match="'again' registered the transport 'sim'"):
+        bare_plugins.transports

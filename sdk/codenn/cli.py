@@ -377,7 +377,7 @@ def _fresh_path(spec: str, config: str | None, untrained: bool, link: str | None
 
 
 @cli.command("serve-host")
-@click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False, exists=True),
+@click.option("--run", "--links", "run_dir", required=True, type=click.Path(file_okay=False, exists=True),
               help="Run directory of `codenn search` whose trained cross paths this host serves.")
 @click.option("--service", required=True, help="This host's service name in the run (e.g. mobilenet_v2).")
 @click.option("--token-file", required=True, type=click.Path(dir_okay=False, exists=True),
