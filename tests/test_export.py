@@ -353,7 +353,7 @@ def test_cli_exports_a_spec_with_untrained_services(tmp_path, monkeypatch) -> No
 
 def test_cli_exports_a_run_directory(tiny, tmp_path, monkeypatch) -> None:
     """A run directory as `codenn search` writes it (run.json, a trained row, links + manifest)."""
-    import codenn.scenario
+    import codenn.evaluate
     from codenn.cli import cli
     from codenn.config import RunConfig, ServiceConfig
     from codenn.data import split_dataset
@@ -362,7 +362,7 @@ def test_cli_exports_a_run_directory(tiny, tmp_path, monkeypatch) -> None:
 
     local, host = tiny["t"], tiny["u"]
     splits = split_dataset(*digits(size=16), seed=0, name="digits")
-    monkeypatch.setattr(codenn.scenario, "scenario_from_config", lambda run, log=print: Scenario(local, [host], splits))
+    monkeypatch.setattr(codenn.evaluate, "scenario_from_config", lambda run, log=print: Scenario(local, [host], splits))
     run = RunConfig(local=ServiceConfig("t", DEFAULT_LOCAL), hosts=(ServiceConfig("u", DEFAULT_HOST),))
     spec = "t[:2] > u[2:4] > t[3:]"
     path = Path(spec, [local, host], link="conv1x1")
