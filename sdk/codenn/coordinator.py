@@ -1,0 +1,310 @@
+"""Load-aware routing between a local provider's trained paths, without retraining.
+
+The paper (Section III) lets a provider "handle the task execution time c_{l,h} according to the
+load of the local and host services". The coordinator does exactly that at run time: every
+request is scored with eq. (1) under the *current* weights
+
+    c_l' = c_l * (1 + local queue / local workers)      (each request ahead adds its service time)
+    c_h' = c_h * max(1, measured host round trip / its nominal time)
+
+and T_cm replaced by the measured communication time (round trip minus the host's reported
+compute). The lowest-cost route whose load-adjusted latency meets L_T (eq. (2)) runs; when none
+does, the fastest one. A host that fails or misses ``timeout_s`` is skipped for ``retry_after_s``
+and the request runs on the best local-only route instead: no request is lost.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from codenn.cost import CostModel, PathMeasures, paper_cost
+from codenn.errors import ConfigError, TransportError
+from codenn.pathspec import PathSpec
+
+if TYPE_CHECKING:
+    from codenn.paths import Path
+    from codenn.service import Service
+    from codenn.transport import Transport
+
+
+@dataclass(frozen=True)
+class RouteInfo:
+    """What eq. (1) needs about one route at nominal load (units as in :mod:`codenn.cost`)."""
+
+    spec: str
+    accuracy: float
+    local_us: float
+    host_us: float = 0.0
+    comm_us: float = 0.0
+    local_gflops: float = 0.0
+    host_gflops: float = 0.0
+    host: str | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.accuracy <= 1 or min(self.local_us, self.host_us, self.comm_us) < 0:
+            raise ConfigError(f"route {self.spec!r}: accuracy must be in [0, 1] and times >= 0, got "
+                              f"accuracy={self.accuracy}, local_us={self.local_us}, host_us={self.host_us}, "
+                              f"comm_us={self.comm_us}")
+
+
+class Route:
+    """One servable path: all local (original model, skip paths), or local around one host segment."""
+
+    def __init__(self, info: RouteInfo, *, run: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 prefix: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 suffix: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 transport: Transport | None = None, model: str | None = None) -> None:
+        remote = (prefix, suffix, transport, model)
+        if (run is None) == all(v is None for v in remote) or (run is None and any(v is None for v in remote)):
+            raise ConfigError(f"route {info.spec!r} needs either run= (local) or prefix, suffix, transport and "
+                              "model (through a host), not a mix")
+        if (transport is not None) != (info.host is not None):
+            raise ConfigError(f"route {info.spec!r}: info.host={info.host!r} must be set exactly when a transport is")
+        self.info, self._run, self.prefix, self.suffix = info, run, prefix, suffix
+        self.transport, self.model = transport, model
+
+    @property
+    def offloads(self) -> bool:
+        return self.transport is not None
+
+    @classmethod
+    def local(cls, path: Path, info: RouteInfo) -> Route:
+        """The original model or a skip path, run in eval mode without gradients."""
+        if any(s.service != path.spec.local for s in path.spec.segments):
+            raise ConfigError(f"path {path.spec} visits a host; use Route.through_host for it")
+        path.eval()
+
+        def run(x: torch.Tensor) -> torch.Tensor:
+            with torch.inference_mode():
+                return path(x)
+
+        return cls(info, run=run)
+
+    @classmethod
+    def through_host(cls, local: Service, spec: PathSpec | str, transport: Transport, model: str,
+                     info: RouteInfo) -> Route:
+        """A cross path ``local[:lout+1] > host[..] > local[lin:]``: the local provider runs its
+        two segments and holds no link (they live on the host), the host serves ``model``."""
+        parsed = PathSpec.parse(spec) if isinstance(spec, str) else spec
+        segs = parsed.segments
+        if len(segs) != 3 or segs[0].service != local.name or segs[2].service != local.name or \
+                segs[1].service == local.name:
+            raise ConfigError(f"path {str(parsed)!r} is not local > host > local for local service {local.name!r}")
+        stop, lin = segs[0].end(local.num_blocks), segs[2].start
+
+        def prefix(x: torch.Tensor) -> torch.Tensor:
+            with torch.inference_mode():
+                return local.run(x, 0, stop)
+
+        def suffix(h: torch.Tensor) -> torch.Tensor:
+            with torch.inference_mode():
+                return local.run(h, lin, None)
+
+        return cls(info, prefix=prefix, suffix=suffix, transport=transport, model=model)
+
+
+@dataclass(frozen=True)
+class RoutingConfig:
+    """How the coordinator weighs load and treats a failing host."""
+
+    cost: CostModel = CostModel()
+    workers: int = 1
+    timeout_s: float = 1.0
+    retry_after_s: float = 2.0
+    smoothing: float = 0.2
+
+    def __post_init__(self) -> None:
+        if self.workers < 1 or self.timeout_s <= 0 or self.retry_after_s < 0 or not 0 < self.smoothing <= 1:
+            raise ConfigError(f"routing: workers={self.workers} must be >= 1, timeout_s={self.timeout_s} > 0, "
+                              f"retry_after_s={self.retry_after_s} >= 0, smoothing={self.smoothing} in (0, 1]")
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What happened to one request."""
+
+    route: str
+    offloaded: bool
+    fallback: bool
+    cost: float
+    c_l: float
+    c_h: float
+    latency_s: float
+    comm_s: float | None = None
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class _HostState:
+    def __init__(self) -> None:
+        self.round_trip_s: float | None = None
+        self.comm_s: float | None = None
+        self.down_until = 0.0
+        self.failures = 0
+
+
+class Coordinator:
+    """Routes each request to the route of lowest load-adjusted eq. (1) cost; thread-safe."""
+
+    def __init__(self, routes: Sequence[Route], original_accuracy: float, config: RoutingConfig = RoutingConfig(),
+                 *, clock: Callable[[], float] = time.monotonic) -> None:
+        if not routes:
+            raise ConfigError("a coordinator needs at least one route")
+        names = [r.info.spec for r in routes]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"route specs must be unique, got {names}")
+        if not any(not r.offloads for r in routes):
+            raise ConfigError("a coordinator needs at least one local route to fall back to when a host fails; "
+                              f"got only host routes {names}")
+        self.routes = list(routes)
+        self.original_accuracy = original_accuracy
+        self.config = config
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._slots = threading.Semaphore(config.workers)
+        self._local_queue = 0
+        self._hosts = {r.info.host: _HostState() for r in routes if r.info.host is not None}
+        self.counts = {n: 0 for n in names}
+        self.fallbacks = 0
+
+    # -- load ---------------------------------------------------------------------------------
+    @property
+    def local_queue(self) -> int:
+        """Requests waiting for or running local compute now."""
+        return self._local_queue
+
+    def weights(self, route: Route | None = None) -> tuple[float, float]:
+        """(c_l', c_h') now; c_h' for ``route``'s host (the nominal c_h without one)."""
+        cfg = self.config
+        c_l = cfg.cost.c_l * (1 + self._local_queue / cfg.workers)
+        c_h = cfg.cost.c_h
+        if route is not None and route.info.host is not None:
+            state = self._hosts[route.info.host]
+            nominal = route.info.host_us + route.info.comm_us
+            if state.round_trip_s is not None and nominal > 0:
+                c_h *= max(1.0, state.round_trip_s * 1e6 / nominal)
+        return c_l, c_h
+
+    def _measures(self, route: Route) -> PathMeasures:
+        info = route.info
+        comm_us = info.comm_us
+        if info.host is not None and self._hosts[info.host].comm_s is not None:
+            comm_us = self._hosts[info.host].comm_s * 1e6  # type: ignore[operator]
+        return PathMeasures(info.spec, info.accuracy, comm_us, info.local_us, info.host_us, info.local_gflops,
+                            info.host_gflops, 0.0, 0.0)
+
+    def score(self, route: Route) -> tuple[float, float]:
+        """(eq. (1) cost under the current weights, load-adjusted latency in µs)."""
+        c_l, c_h = self.weights(route)
+        m = self._measures(route)
+        model = replace(self.config.cost, c_l=c_l, c_h=c_h)
+        latency = m.t_local_us * (1 + self._local_queue / self.config.workers) + m.t_comm_us + \
+            m.t_host_us * (c_h / self.config.cost.c_h if self.config.cost.c_h else 1.0)
+        return paper_cost(m, self.original_accuracy, model), latency
+
+    def available(self, route: Route) -> bool:
+        return route.info.host is None or self._hosts[route.info.host].down_until <= self._clock()
+
+    def choose(self, *, local_only: bool = False) -> tuple[Route, float]:
+        """The route to use now and its cost."""
+        bound = self.config.cost.latency_bound_us
+        scored = [(r, *self.score(r)) for r in self.routes if self.available(r) and not (local_only and r.offloads)]
+        feasible = [s for s in scored if bound is None or s[2] <= bound]
+        if feasible:
+            route, cost, _ = min(feasible, key=lambda s: s[1])
+        else:
+            route, cost, _ = min(scored, key=lambda s: s[2])
+        return route, cost
+
+    # -- running ------------------------------------------------------------------------------
+    def _local(self, fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        with self._lock:
+            self._local_queue += 1
+        try:
+            with self._slots:
+                return fn(x)
+        finally:
+            with self._lock:
+                self._local_queue -= 1
+
+    def infer(self, x: torch.Tensor) -> tuple[torch.Tensor, Decision]:
+        """Run one request (a batch) on the chosen route; fall back locally if its host fails."""
+        t0 = time.perf_counter()
+        with self._lock:
+            route, cost = self.choose()
+            c_l, c_h = self.weights(route)
+        if not route.offloads:
+            out = self._local(route._run, x)  # type: ignore[arg-type]
+            return out, self._done(route, cost, c_l, c_h, t0)
+        assert route.transport is not None and route.model is not None and route.info.host is not None
+        h = self._local(route.prefix, x)  # type: ignore[arg-type]
+        try:
+            reply = route.transport.infer(route.model, h, timeout=self.config.timeout_s)
+        except TransportError as exc:
+            self._host_failed(route.info.host)
+            with self._lock:
+                local, local_cost = self.choose(local_only=True)
+                self.fallbacks += 1
+            out = self._local(local._run, x)  # type: ignore[arg-type]
+            return out, self._done(local, local_cost, c_l, c_h, t0, fallback=True,
+                                   error=f"{route.info.spec}: {type(exc).__name__}: {exc}")
+        self._host_answered(route.info.host, reply.round_trip_s, reply.comm_s)
+        out = self._local(route.suffix, reply.output)  # type: ignore[arg-type]
+        return out, self._done(route, cost, c_l, c_h, t0, comm_s=reply.comm_s)
+
+    def _done(self, route: Route, cost: float, c_l: float, c_h: float, t0: float, *, fallback: bool = False,
+              comm_s: float | None = None, error: str | None = None) -> Decision:
+        with self._lock:
+            self.counts[route.info.spec] += 1
+        return Decision(route.info.spec, route.offloads, fallback, cost, c_l, c_h, time.perf_counter() - t0,
+                        comm_s, error)
+
+    def _host_answered(self, host: str, round_trip_s: float, comm_s: float) -> None:
+        a = self.config.smoothing
+        with self._lock:
+            s = self._hosts[host]
+            s.round_trip_s = round_trip_s if s.round_trip_s is None else (1 - a) * s.round_trip_s + a * round_trip_s
+            s.comm_s = comm_s if s.comm_s is None else (1 - a) * s.comm_s + a * comm_s
+            s.failures = 0
+
+    def _host_failed(self, host: str) -> None:
+        with self._lock:
+            s = self._hosts[host]
+            s.failures += 1
+            s.down_until = self._clock() + self.config.retry_after_s
+
+    def stats(self) -> dict[str, Any]:
+        """Requests per route, fallbacks, and each host's measured state."""
+        with self._lock:
+            return {
+                "requests": dict(self.counts),
+                "fallbacks": self.fallbacks,
+                "local_queue": self._local_queue,
+                "hosts": {h: {"round_trip_ms": None if s.round_trip_s is None else s.round_trip_s * 1e3,
+                              "comm_ms": None if s.comm_s is None else s.comm_s * 1e3,
+                              "down": s.down_until > self._clock(), "failures": s.failures}
+                          for h, s in self._hosts.items()},
+            }
+
+
+def nominal_latency_us(fn: Callable[[torch.Tensor], Any], x: torch.Tensor, repeats: int = 10) -> float:
+    """Median wall time of ``fn(x)`` in µs per sample (for a RouteInfo when no profile exists)."""
+    if repeats < 1:
+        raise ConfigError(f"repeats={repeats} must be >= 1")
+    fn(x)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn(x)
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    return times[len(times) // 2] * 1e6 / max(1, int(x.shape[0]))
+

@@ -1,0 +1,153 @@
+"""The coordinator: load-aware choice by eq. (1), measured T_cm, host-down fallback with no loss."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+from codenn.coordinator import Coordinator, Route, RouteInfo, RoutingConfig
+from codenn.cost import CostModel
+from codenn.errors import ConfigError
+from codenn.paths import Path
+from codenn_adapters.transports import InProcessTransport
+from split_helpers import SPEC, tiny
+
+SKIP = "local[:2] > local[3:]"
+
+
+@pytest.fixture(scope="module")
+def setup():
+    t = tiny()
+    cross = t.path(SPEC).eval()
+    transport = InProcessTransport([t.segment(cross)])
+    original = Path("local[:]", t.services)
+    skip = t.path(SKIP).eval()
+    return t, cross, transport, original, skip
+
+
+def routes(setup, *, cross_acc=0.9, skip_acc=0.7, local_us=1000.0, cross_local_us=200.0, host_us=300.0):
+    t, cross, transport, original, skip = setup
+    model = t.segment(cross).name
+    return [
+        Route.local(original, RouteInfo("local[:]", 0.9, local_us, local_gflops=0.0)),
+        Route.local(skip, RouteInfo(SKIP, skip_acc, local_us * 0.6)),
+        Route.through_host(t.local, SPEC, transport, model,
+                           RouteInfo(SPEC, cross_acc, cross_local_us, host_us, 50.0, host="host")),
+    ]
+
+
+def test_cross_route_output_equals_the_in_process_path(setup) -> None:
+    t, cross, transport, *_ = setup
+    coord = Coordinator(routes(setup), 0.9, RoutingConfig(cost=CostModel(a=40, c_l=1e-3, c_h=1e-4)))
+    out, decision = coord.infer(t.x_test)
+    with torch.inference_mode():
+        expected = cross(t.x_test)
+    assert decision.route == SPEC and decision.offloaded and not decision.fallback
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
+    assert decision.comm_s is not None and decision.comm_s >= 0
+    assert coord.stats()["hosts"]["host"]["comm_ms"] is not None
+
+
+def test_idle_prefers_the_accurate_local_model_and_load_shifts_work_to_the_host(setup) -> None:
+    # c_l and c_h chosen so that at idle the original (same accuracy, no host time) wins
+    cfg = RoutingConfig(cost=CostModel(a=40, b=0.0, c_l=1e-4, c_h=1e-3, d_l=0, d_h=0), workers=1)
+    coord = Coordinator(routes(setup, cross_acc=0.9), 0.9, cfg)
+    assert coord.choose()[0].info.spec == "local[:]"
+    coord._local_queue = 10  # ten requests ahead: local time weighs 11x more
+    c_l, _ = coord.weights()
+    assert c_l == pytest.approx(1e-4 * 11)
+    assert coord.choose()[0].info.spec == SPEC
+    coord._local_queue = 0
+
+
+def test_accuracy_term_keeps_a_worse_skip_path_out(setup) -> None:
+    cfg = RoutingConfig(cost=CostModel(a=40, c_l=1e-4, c_h=1e-3, d_l=0, d_h=0))
+    coord = Coordinator(routes(setup, skip_acc=0.5), 0.9, cfg)
+    assert coord.choose(local_only=True)[0].info.spec == "local[:]"  # exp(40 * 0.4) dominates
+    coord = Coordinator(routes(setup, skip_acc=0.9), 0.9, cfg)
+    assert coord.choose(local_only=True)[0].info.spec == SKIP  # same accuracy, less time
+
+
+def test_a_slow_host_raises_its_weight(setup) -> None:
+    t, cross, transport, *_ = setup
+    cfg = RoutingConfig(cost=CostModel(a=40, b=0, c_l=1e-3, c_h=1e-4, d_l=0, d_h=0))
+    coord = Coordinator(routes(setup), 0.9, cfg)
+    assert coord.choose()[0].info.spec == SPEC
+    cross_route = coord.routes[2]
+    coord._host_answered("host", round_trip_s=0.5, comm_s=0.45)  # 500 ms against a nominal 350 µs
+    _, c_h = coord.weights(cross_route)
+    assert c_h == pytest.approx(1e-4 * 0.5e6 / 350)
+    assert coord.choose()[0].info.spec != SPEC
+
+
+def test_host_down_falls_back_locally_and_loses_nothing(setup) -> None:
+    t, cross, transport, original, _ = setup
+    now = [0.0]
+    cfg = RoutingConfig(cost=CostModel(a=40, c_l=1e-3, c_h=1e-4, d_l=0, d_h=0), retry_after_s=5.0)
+    coord = Coordinator(routes(setup, skip_acc=0.5), 0.9, cfg, clock=lambda: now[0])
+    transport.fail = True
+    try:
+        out, decision = coord.infer(t.x_test)
+        assert decision.fallback and not decision.offloaded and decision.route == "local[:]"
+        assert "HostUnavailableError" in decision.error
+        with torch.inference_mode():
+            torch.testing.assert_close(out, original(t.x_test))
+        # the host is skipped (no second failed call) until retry_after_s has passed
+        calls = transport.calls
+        _, d2 = coord.infer(t.x_test)
+        assert not d2.offloaded and not d2.fallback and transport.calls == calls
+        assert coord.stats()["hosts"]["host"]["down"] and coord.stats()["fallbacks"] == 1
+    finally:
+        transport.fail = False
+    now[0] = 6.0
+    _, d3 = coord.infer(t.x_test)
+    assert d3.offloaded and not d3.fallback
+
+
+def test_a_timeout_counts_as_down(setup) -> None:
+    t, cross, transport, *_ = setup
+    cfg = RoutingConfig(cost=CostModel(a=40, c_l=1e-3, c_h=1e-4, d_l=0, d_h=0), timeout_s=0.05)
+    coord = Coordinator(routes(setup, skip_acc=0.5), 0.9, cfg)
+    transport.delay_s = 0.2
+    try:
+        _, decision = coord.infer(t.x_test)
+    finally:
+        transport.delay_s = 0.0
+    assert decision.fallback and "did not answer within" in decision.error
+
+
+def test_concurrent_requests_are_all_answered(setup) -> None:
+    t, *_ = setup
+    coord = Coordinator(routes(setup), 0.9, RoutingConfig(cost=CostModel(c_l=1e-3), workers=2))
+    results: list[object] = []
+
+    def worker() -> None:
+        for _ in range(5):
+            results.append(coord.infer(t.x_test[:2])[1])
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert len(results) == 20 and sum(coord.stats()["requests"].values()) == 20
+    assert coord.local_queue == 0
+
+
+def test_bad_set_ups_are_clear_errors(setup) -> None:
+    t, cross, transport, original, skip = setup
+    rs = routes(setup)
+    with pytest.raises(ConfigError, match="at least one local route"):
+        Coordinator([rs[2]], 0.9)
+    with pytest.raises(ConfigError, match="unique"):
+        Coordinator([rs[0], rs[0]], 0.9)
+    with pytest.raises(ConfigError, match="visits a host"):
+        Route.local(cross, RouteInfo(SPEC, 0.9, 1.0))
+    with pytest.raises(ConfigError, match="not local > host > local"):
+        Route.through_host(t.local, SKIP, transport, "m", RouteInfo(SKIP, 0.9, 1.0, host="host"))
+    with pytest.raises(ConfigError, match="accuracy must be in"):
+        RouteInfo("x", 1.5, 1.0)
+    with pytest.raises(ConfigError, match="workers"):
+        RoutingConfig(workers=0)
