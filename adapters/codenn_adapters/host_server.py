@@ -15,7 +15,8 @@ Endpoints (``{name}`` is a served :class:`~codenn_adapters.host_segment.HostSegm
 Every model endpoint needs ``Authorization: Bearer TOKEN`` with one of the registered local
 providers' tokens (401 otherwise). Bodies over ``max_bytes`` get 413; malformed messages 400;
 tensors whose shape or dtype do not fit the boundary spec 422 (the message names the expected
-and the received shape); unknown models 404; a backward for an unknown step 409. Errors are
+and the received shape); unknown models 404; a backward for an unknown step 409 (and both
+training endpoints 409 where ``training_refused`` turned split training off). Errors are
 ``{"error": "..."}`` as OIP specifies. Host compute seconds travel in the response's
 ``parameters.host_compute_s`` so the caller can measure T_cm.
 """
@@ -80,11 +81,14 @@ def create_app(
     max_bytes: int = DEFAULT_MAX_BYTES,
     save_dir: str | FsPath | None = None,
     title: str = "codenn host",
+    training_refused: str | None = None,
 ) -> FastAPI:
     """The ASGI app serving ``segments`` (each under its ``name`` unless a mapping names them).
 
     With ``save_dir``, every segment that split training changed writes its host-side links to
-    ``save_dir/NAME.safetensors`` when the server shuts down (atomically).
+    ``save_dir/NAME.safetensors`` when the server shuts down (atomically). With
+    ``training_refused`` (a reason), the split-training endpoints answer 409 with that reason
+    after the token check: several replicas each hold their own pending graphs and optimizer.
     """
     models: dict[str, HostSegment] = {}
     for key, seg in (segments.items() if isinstance(segments, Mapping) else ((s.name, s) for s in segments)):
@@ -165,6 +169,13 @@ def create_app(
                                  f"{oip.datatype_of(dtype)}; received shape {list(x.shape)} and datatype "
                                  f"{oip.datatype_of(x.dtype)}")
 
+    def trainable(name: str, request: Request) -> tuple[str, HostSegment]:
+        provider = provider_of(request)
+        seg = model_of(name)
+        if training_refused is not None:
+            raise HttpError(409, f"split training of {seg.name!r} is off on this host: {training_refused}")
+        return provider, seg
+
     def step_of(header: oip.InferRequestHeader) -> int:
         step = (header.parameters or {}).get("step")
         if not isinstance(step, int) or isinstance(step, bool) or not 0 <= step < 2**63:
@@ -216,13 +227,14 @@ def create_app(
         seg = model_of(name)
         header, x = await decode(request, seg, "input")
         check_shape(seg, x, seg.input_spec.shape, seg.input_spec.dtype, "input 'input'")
-        y, seconds = await compute(lambda: seg.infer(x))
-        return reply(seg, header, y, {"host_compute_s": seconds})
+        # a served model returns (output, compute seconds) or, like the local provider's
+        # coordinated model, (output, compute seconds, extra response parameters)
+        y, seconds, *extra = await compute(lambda: seg.infer(x))
+        return reply(seg, header, y, {"host_compute_s": seconds, **(extra[0] if extra else {})})
 
     @app.post("/v2/models/{name}/train/forward")
     async def train_forward(name: str, request: Request) -> Response:
-        provider = provider_of(request)
-        seg = model_of(name)
+        provider, seg = trainable(name, request)
         header, x = await decode(request, seg, "input")
         step = step_of(header)
         check_shape(seg, x, seg.input_spec.shape, seg.input_spec.dtype, "input 'input'")
@@ -232,8 +244,7 @@ def create_app(
 
     @app.post("/v2/models/{name}/train/backward")
     async def train_backward(name: str, request: Request) -> dict[str, Any]:
-        provider_of(request)
-        seg = model_of(name)
+        _, seg = trainable(name, request)
         header, grad = await decode(request, seg, "grad")
         step = step_of(header)
         check_shape(seg, grad, seg.output_spec.shape, seg.output_spec.dtype, "input 'grad'")

@@ -433,6 +433,78 @@ def serve_host_cmd(run_dir: str, service: str, token_file: str, bind: str, port:
     serve(app, host=bind, port=port, ssl_keyfile=ssl_keyfile, ssl_certfile=ssl_certfile)
 
 
+@cli.command("serve")
+@click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False, exists=True),
+              help="Run directory of `codenn search`: the local service, its trained paths and their measures.")
+@click.option("--token-file", required=True, type=click.Path(dir_okay=False, exists=True),
+              help='JSON {"client name": "token", ...}: who may call this server.')
+@click.option("--remote", "remotes", multiple=True, metavar="HOST=URL",
+              help="A host provider's server, e.g. mobilenet_v2=http://127.0.0.1:8100 (repeatable).")
+@click.option("--host-token-file", type=click.Path(dir_okay=False, exists=True), default=None,
+              help='JSON {"host name": "token"}: the bearer token this provider presents to each host.')
+@click.option("--spec", "specs", multiple=True,
+              help="Serve this path besides the original model (repeatable). Default: the run's selected path and "
+                   "every trained cross path through a --remote host.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Local compute slots (the local load is the queue per slot).")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+              help="Seconds to wait for a host before running the request locally.")
+@click.option("--retry-after", type=click.FloatRange(min=0), default=2.0, show_default=True,
+              help="Seconds a failed host is left alone.")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="TOML run config whose [search.cost] coefficients weigh the routes (default: the run's).")
+@click.option("--host", "bind", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
+@click.option("--check", is_flag=True, help="Build the routes and list them, then exit without serving.")
+@_friendly
+def serve_cmd(run_dir: str, token_file: str, remotes: tuple[str, ...], host_token_file: str | None,
+              specs: tuple[str, ...], workers: int, timeout: float, retry_after: float, config_file: str | None,
+              bind: str, port: int, check: bool) -> None:
+    """Serve the local provider's service, routing each request by load (eq. (1), re-weighted).
+
+    One OIP v2 model named after the local service; each answer's parameters name the route that
+    served it ('offloaded', 'fallback'). A host that fails or exceeds --timeout is skipped for
+    --retry-after seconds and its requests run locally: none is lost.
+    """
+    from codenn.config import from_dict
+    from codenn.coordinator import RoutingConfig
+    from codenn.runstore import RunStore
+    from codenn.transport import make_transport
+    from codenn_adapters.host_server import create_app, load_tokens, serve
+    from codenn_adapters.local_server import CoordinatedModel, coordinator_from_run
+
+    tokens = load_tokens(token_file)
+    host_tokens = load_tokens(host_token_file) if host_token_file else {}
+    urls = {}
+    for item in remotes:
+        name, sep, url = item.partition("=")
+        if not sep or not name or not url:
+            raise click.UsageError(f"--remote {item!r} must look like HOST=URL, e.g. mobilenet_v2=http://127.0.0.1:8100")
+        urls[name] = url
+    run_json = RunStore(run_dir).read_json("run.json") or {}
+    if config_file or "run_config" not in run_json.get("metadata", {}):
+        cost = _run_config(config_file).search.cost
+    else:
+        cost = from_dict(run_json["metadata"]["run_config"]).search.cost
+    routing = RoutingConfig(cost=cost, workers=workers, timeout_s=timeout, retry_after_s=retry_after)
+    transports = {name: make_transport("http", url=url, token=host_tokens.get(name), timeout=timeout)
+                  for name, url in urls.items()}
+    local, coordinator = coordinator_from_run(run_dir, hosts=transports, specs=specs, routing=routing,
+                                              log=lambda m: console.print(m))
+    table = Table(title=f"{local.name} at http://{bind}:{port}/v2/models/{local.name}/infer")
+    for col in ("route", "val accuracy", "local µs", "host µs", "through"):
+        table.add_column(col)
+    for r in coordinator.routes:
+        i = r.info
+        table.add_row(i.spec, f"{i.accuracy:.3f}", f"{i.local_us:.0f}", f"{i.host_us:.0f}", i.host or "-")
+    console.print(table)
+    for name, transport in transports.items():
+        console.print(f"host {name} at {urls[name]}: {'up' if transport.health() else 'DOWN (requests run locally)'}")
+    if check:
+        return
+    serve(create_app([CoordinatedModel(local, coordinator)], tokens=tokens, title="codenn local"), host=bind, port=port)
+
+
 @cli.command("demo")
 @_friendly
 def demo_cmd() -> None:
