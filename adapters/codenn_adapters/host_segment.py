@@ -92,6 +92,19 @@ class HostSegment:
             probe = self._forward(input_spec.example(batch=2).to(self.device))
         output_spec.check(probe, f"output of host segment {self.name!r}")
 
+    def __getstate__(self) -> dict[str, Any]:
+        """What a copy in another process (a Ray Serve replica) gets: links, blocks, specs and
+        ``steps_trained``; not the lock, the pending split-training graphs or the optimizer
+        state (a copy starts split training afresh)."""
+        state = dict(self.__dict__)
+        for key in ("_lock", "_pending", "_optimizer"):
+            state.pop(key, None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock, self._pending, self._optimizer = threading.Lock(), OrderedDict(), None
+
     # -- construction -------------------------------------------------------------------------
     @classmethod
     def from_path(cls, path: Path, **options: Any) -> HostSegment:

@@ -1,0 +1,136 @@
+"""Scale-out: the host app as a Ray Serve deployment with 2 replicas, on a local one-node Ray
+(Serve's HTTP on 127.0.0.1), reached over HTTP with HttpTransport exactly like ``codenn serve-host``.
+The Ray tests are slow (~30 s: Ray, Serve and two replica processes start); run them with
+``pytest -m slow tests/test_ray_host.py`` after ``pip install 'codenn[ray]'``."""
+
+from __future__ import annotations
+
+import copy
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path as FsPath
+
+import pytest
+import torch
+
+from codenn import ConfigError
+from codenn.errors import HostRejectedError
+from codenn_adapters import oip
+from codenn_adapters.transports import HttpTransport
+from split_helpers import TOKENS, free_port, tiny
+
+
+def test_segment_copies_drop_the_lock_and_pending_graphs() -> None:
+    """What Ray ships to a replica: same links and outputs, no training state."""
+    t = tiny()
+    seg = t.segment(t.path())
+    x = seg.input_spec.example(batch=2)
+    seg.train_forward(x, 0)
+    twin = copy.deepcopy(seg)  # goes through __getstate__/__setstate__ as Ray's serializer does
+    assert twin._pending == {} and twin._optimizer is None and twin._lock is not seg._lock
+    torch.testing.assert_close(twin.infer(x)[0], seg.infer(x)[0])
+
+
+def test_missing_ray_names_the_extra(monkeypatch) -> None:
+    import builtins
+
+    from codenn_adapters import ray_host
+
+    real = builtins.__import__
+
+    def no_ray(name, *args, **kwargs):
+        if name == "ray" or name.startswith("ray."):
+            raise ImportError("No module named 'ray'")
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_ray)
+    with pytest.raises(ray_host.RayMissingError, match=r"pip install 'codenn\[ray\]'"):
+        ray_host.host_application([], tokens=TOKENS)
+
+
+@pytest.fixture(scope="module")
+def segment():
+    t = tiny()
+    return t.segment(t.path())
+
+
+@pytest.fixture(scope="module")
+def running(segment):
+    ray = pytest.importorskip("ray")
+    from ray import serve
+
+    from codenn_adapters.ray_host import deploy_segments
+
+    # replicas unpickle the tiny test services, whose classes live in tests/ (tiny.py)
+    tests_dir = str(FsPath(__file__).parent)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
+             runtime_env={"env_vars": {"PYTHONPATH": tests_dir, "OMP_NUM_THREADS": "1"}})
+    try:
+        yield deploy_segments([segment], tokens=TOKENS, num_replicas=2, port=free_port(), num_cpus=0.5,
+                              max_bytes=256 * 1024, ready_timeout=120)
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+def test_bad_options_fail_before_ray_starts(segment) -> None:
+    pytest.importorskip("ray")
+    from codenn_adapters.ray_host import host_application
+
+    with pytest.raises(ConfigError, match="num_replicas"):
+        host_application([segment], tokens=TOKENS, num_replicas=0)
+    with pytest.raises(ConfigError, match="needs num_replicas=1"):
+        host_application([segment], tokens=TOKENS, num_replicas=2, save_dir="x")
+
+
+@pytest.mark.slow
+def test_two_replicas_answer_like_the_segment(running, segment) -> None:
+    import httpx
+
+    from codenn_adapters.ray_host import REPLICA_HEADER
+
+    x = segment.input_spec.example(batch=3)
+    want, _ = segment.infer(x)
+    with HttpTransport(running.url, token=TOKENS["local"], timeout=30) as tr:
+        assert tr.health()
+        assert tr.metadata(segment.name)["outputs"][0]["shape"] == [-1, *segment.output_spec.shape]
+        reply = tr.infer(segment.name, x)
+        torch.testing.assert_close(reply.output, want, rtol=1e-6, atol=1e-6)
+        assert reply.host_compute_s > 0
+
+    body, headers = oip.encode_request({"input": x})
+    headers["Authorization"] = f"Bearer {TOKENS['other']}"
+
+    def call(_: int) -> str:
+        r = httpx.post(f"{running.url}/v2/models/{segment.name}/infer", content=body, headers=headers, timeout=30)
+        assert r.status_code == 200, r.text
+        _, out = oip.decode_response(r.content, r.headers.get(oip.HEADER_LENGTH))
+        torch.testing.assert_close(out["output"], want, rtol=1e-6, atol=1e-6)
+        return r.headers[REPLICA_HEADER]
+
+    seen: set[str] = set()
+    with ThreadPoolExecutor(8) as pool:
+        for _ in range(6):  # at most 48 requests; Ray's router spreads concurrent ones
+            seen.update(pool.map(call, range(8)))
+            if len(seen) == 2:
+                break
+    assert len(seen) == 2 and "unknown" not in seen, seen
+
+
+@pytest.mark.slow
+def test_same_http_contract(running, segment) -> None:
+    x = segment.input_spec.example(batch=1)
+    with HttpTransport(running.url, token="wrong-token-xyz") as tr:
+        with pytest.raises(HostRejectedError, match="bearer token") as exc:
+            tr.infer(segment.name, x)
+        assert exc.value.status == 401
+    with HttpTransport(running.url, token=TOKENS["local"], timeout=30) as tr:
+        with pytest.raises(HostRejectedError) as exc:
+            tr.infer(segment.name, torch.zeros(64, *segment.input_spec.shape))  # 512 KiB > 256 KiB
+        assert exc.value.status == 413
+        with pytest.raises(HostRejectedError) as exc:
+            tr.infer(segment.name, torch.zeros(2, 5, 3, 3))
+        assert exc.value.status == 422 and "[2, 5, 3, 3]" in str(exc.value)
+        with pytest.raises(HostRejectedError, match="2 Ray Serve replicas") as exc:
+            tr.train_forward(segment.name, x, 0)
+        assert exc.value.status == 409
+        assert tr.infer(segment.name, x).output.shape == (1, *segment.output_spec.shape)  # still up
