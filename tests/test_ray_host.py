@@ -134,3 +134,38 @@ def test_same_http_contract(running, segment) -> None:
             tr.train_forward(segment.name, x, 0)
         assert exc.value.status == 409
         assert tr.infer(segment.name, x).output.shape == (1, *segment.output_spec.shape)  # still up
+
+
+def test_serve_host_replicas_option(segment, tmp_path, monkeypatch) -> None:
+    """`codenn serve-host --replicas N` hands the same segments to deploy_segments (Ray patched out)."""
+    import json
+
+    from click.testing import CliRunner
+
+    from codenn.cli import cli
+    from codenn_adapters import host_segment, ray_host
+
+    (tmp_path / "run").mkdir()
+    (tmp_path / "tokens.json").write_text(json.dumps(TOKENS))
+    (tmp_path / "tls.pem").write_text("x")
+    calls: list[dict] = []
+
+    def deploy(segments, **options):
+        calls.append({"segments": segments, **options})
+        return ray_host.RayHost(f"http://127.0.0.1:{options['port']}", "codenn-host", options["num_replicas"],
+                                tuple(s.name for s in segments))
+
+    monkeypatch.setattr(host_segment, "segments_from_run", lambda *a, **k: [segment])
+    monkeypatch.setattr(ray_host, "deploy_segments", deploy)
+    monkeypatch.setattr(ray_host, "serve_until_interrupted", lambda running: None)
+    base = ["serve-host", "--run", str(tmp_path / "run"), "--service", "host", "--token-file",
+            str(tmp_path / "tokens.json"), "--port", "8123"]
+    res = CliRunner().invoke(cli, [*base, "--replicas", "3"])
+    assert res.exit_code == 0, res.output
+    assert "3 replica(s) at http://127.0.0.1:8123" in res.output
+    (call,) = calls
+    assert call["segments"] == [segment] and call["num_replicas"] == 3 and call["tokens"] == TOKENS
+    res = CliRunner().invoke(cli, [*base, "--replicas", "2", "--ssl-certfile", str(tmp_path / "tls.pem"),
+                                   "--ssl-keyfile", str(tmp_path / "tls.pem")])
+    assert res.exit_code == 2 and "TLS proxy" in res.output
+    assert CliRunner().invoke(cli, [*base, "--replicas", "0"]).exit_code == 2

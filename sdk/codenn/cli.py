@@ -398,10 +398,13 @@ def _fresh_path(spec: str, config: str | None, untrained: bool, link: str | None
 @click.option("--save-dir", type=click.Path(file_okay=False), default=None,
               help="On shutdown, write the links that split training changed to DIR/NAME.safetensors.")
 @click.option("--check", is_flag=True, help="Build the segments and list them, then exit without serving.")
+@click.option("--replicas", type=click.IntRange(min=1), default=None,
+              help="Serve on Ray Serve with N replicas (pip install 'codenn[ray]'); split training needs 1.")
 @_friendly
 def serve_host_cmd(run_dir: str, service: str, token_file: str, bind: str, port: int, max_bytes: int,
                    specs: tuple[str, ...], lr: float | None, weight_decay: float | None, device: str,
-                   ssl_keyfile: str | None, ssl_certfile: str | None, save_dir: str | None, check: bool) -> None:
+                   ssl_keyfile: str | None, ssl_certfile: str | None, save_dir: str | None, check: bool,
+                   replicas: int | None) -> None:
     """Serve this host's part of a run's trained cross paths over the Open Inference Protocol v2.
 
     Each path 'local[..lout] > SERVICE[hin:hout+1] > local[lin..]' becomes one model (entry
@@ -414,6 +417,8 @@ def serve_host_cmd(run_dir: str, service: str, token_file: str, bind: str, port:
     tokens = load_tokens(token_file)
     if bool(ssl_keyfile) != bool(ssl_certfile):
         raise click.UsageError("--ssl-keyfile and --ssl-certfile go together")
+    if replicas is not None and ssl_certfile:
+        raise click.UsageError("--replicas serves through Ray Serve's HTTP proxy, without TLS: put a TLS proxy in front")
     segments = segments_from_run(run_dir, service, specs=specs, lr=lr, weight_decay=weight_decay, device=device,
                                  log=lambda m: console.print(m))
     app = create_app(segments, tokens=tokens, max_bytes=max_bytes, save_dir=save_dir)
@@ -429,6 +434,14 @@ def serve_host_cmd(run_dir: str, service: str, token_file: str, bind: str, port:
         console.print("[yellow]warning: listening beyond loopback without TLS: bearer tokens and tensors travel "
                       "in clear text; use --ssl-certfile/--ssl-keyfile or a TLS proxy[/yellow]")
     if check:
+        return
+    if replicas is not None:
+        from codenn_adapters.ray_host import deploy_segments, serve_until_interrupted
+
+        running = deploy_segments(segments, tokens=tokens, num_replicas=replicas, host=bind, port=port,
+                                  max_bytes=max_bytes, save_dir=save_dir)
+        console.print(f"Ray Serve: {replicas} replica(s) at {running.url}; Ctrl-C stops")
+        serve_until_interrupted(running)
         return
     serve(app, host=bind, port=port, ssl_keyfile=ssl_keyfile, ssl_certfile=ssl_certfile)
 
