@@ -136,6 +136,26 @@ def test_concurrent_requests_are_all_answered(setup) -> None:
     assert coord.local_queue == 0
 
 
+def test_calibration_measures_local_host_and_wire_times_here(setup) -> None:
+    t, cross, transport, *_ = setup
+    coord = Coordinator(routes(setup, local_us=1e9, cross_local_us=1e9, host_us=1e9), 0.9, RoutingConfig())
+    transport.delay_s = 0.02
+    try:
+        infos = coord.calibrate(t.x_test[:1], repeats=3)
+    finally:
+        transport.delay_s = 0.0
+    assert set(infos) == {"local[:]", SKIP, SPEC}
+    assert all(0 < i.local_us < 1e8 for i in infos.values())
+    assert 0 < infos[SPEC].host_us < 1e8 and infos[SPEC].comm_us >= 0.02 * 1e6 * 0.9
+    assert coord.routes[2].info is infos[SPEC]
+    transport.fail = True
+    try:
+        again = coord.calibrate(t.x_test[:1], repeats=3)  # a down host keeps its values, is marked down
+    finally:
+        transport.fail = False
+    assert again[SPEC] == infos[SPEC] and coord.stats()["hosts"]["host"]["down"]
+
+
 def test_bad_set_ups_are_clear_errors(setup) -> None:
     t, cross, transport, original, skip = setup
     rs = routes(setup)

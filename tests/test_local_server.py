@@ -79,6 +79,8 @@ def test_coordinator_from_run_builds_the_local_side_only(run_dir) -> None:
     _, alone = coordinator_from_run(run_dir, routing=ROUTING, plugins=t.plugins, log=lambda m: None)
     assert [r.info.spec for r in alone.routes] == ["local[:]", SKIP]
     # ... and asking for it is a clear error
+    _, only = coordinator_from_run(run_dir, specs=["local[:]"], plugins=t.plugins, log=lambda m: None)
+    assert [r.info.spec for r in only.routes] == ["local[:]"]
     with pytest.raises(ConfigError, match="no transport to it was given"):
         coordinator_from_run(run_dir, specs=[SPEC], plugins=t.plugins, log=lambda m: None)
     with pytest.raises(ConfigError, match="no trained path"):

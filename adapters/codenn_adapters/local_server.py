@@ -100,14 +100,15 @@ def coordinator_from_run(
     cards = run_json.get("services", {})
     sizes = {name: int(len(card["blocks"])) for name, card in cards.items()}
     trained = {r["spec"]: r for r in store.rows() if r.get("status") == "trained"}
-    if specs:
-        wanted = [str(PathSpec.parse(s).resolve(sizes)) for s in specs]
+    original = f"{local.name}[:]"
+    if specs:  # the original model is always served; naming it alone serves nothing else
+        wanted = [w for w in (str(PathSpec.parse(s).resolve(sizes)) for s in specs) if w != original]
     else:
         selected = (run_json.get("selected") or {}).get("spec")
         wanted = [selected] if selected else []
         wanted += [s for s, r in trained.items() if r.get("kind") == "cross" and _host_of(s, local.name) in hosts
                    and s not in wanted]
-    routes = [Route.local(Path(f"{local.name}[:]", [local]), _info(run_json["original"]))]
+    routes = [Route.local(Path(original, [local]), _info(run_json["original"]))]
     for spec in wanted:
         if spec not in trained:
             raise ConfigError(f"run {os.fspath(run_dir)!r} has no trained path {spec!r}; trained: {sorted(trained) or 'none'}")

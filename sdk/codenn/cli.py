@@ -468,11 +468,14 @@ def serve_host_cmd(run_dir: str, service: str, token_file: str, bind: str, port:
               help="TOML run config whose [search.cost] coefficients weigh the routes (default: the run's).")
 @click.option("--host", "bind", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
+@click.option("--calibrate/--no-calibrate", default=True, show_default=True,
+              help="Measure every route's local time, host compute and T_cm here at start-up, instead of "
+                   "trusting the search's profile.")
 @click.option("--check", is_flag=True, help="Build the routes and list them, then exit without serving.")
 @_friendly
 def serve_cmd(run_dir: str, token_file: str, remotes: tuple[str, ...], host_token_file: str | None,
               specs: tuple[str, ...], workers: int, timeout: float, retry_after: float, config_file: str | None,
-              bind: str, port: int, check: bool) -> None:
+              bind: str, port: int, calibrate: bool, check: bool) -> None:
     """Serve the local provider's service, routing each request by load (eq. (1), re-weighted).
 
     One OIP v2 model named after the local service; each answer's parameters name the route that
@@ -504,12 +507,15 @@ def serve_cmd(run_dir: str, token_file: str, remotes: tuple[str, ...], host_toke
                   for name, url in urls.items()}
     local, coordinator = coordinator_from_run(run_dir, hosts=transports, specs=specs, routing=routing,
                                               log=lambda m: console.print(m))
+    if calibrate:
+        coordinator.calibrate(local.input_spec.example(batch=1, seed=1))
     table = Table(title=f"{local.name} at http://{bind}:{port}/v2/models/{local.name}/infer")
-    for col in ("route", "val accuracy", "local µs", "host µs", "through"):
+    for col in ("route", "val accuracy", "local µs", "host µs", "T_cm µs", "through", "cost now"):
         table.add_column(col)
     for r in coordinator.routes:
         i = r.info
-        table.add_row(i.spec, f"{i.accuracy:.3f}", f"{i.local_us:.0f}", f"{i.host_us:.0f}", i.host or "-")
+        table.add_row(i.spec, f"{i.accuracy:.3f}", f"{i.local_us:.0f}", f"{i.host_us:.0f}", f"{i.comm_us:.0f}",
+                      i.host or "-", f"{coordinator.score(r)[0]:.4f}")
     console.print(table)
     for name, transport in transports.items():
         console.print(f"host {name} at {urls[name]}: {'up' if transport.health() else 'DOWN (requests run locally)'}")

@@ -224,6 +224,37 @@ class Coordinator:
             route, cost, _ = min(scored, key=lambda s: s[2])
         return route, cost
 
+    def calibrate(self, x: torch.Tensor, repeats: int = 10) -> dict[str, RouteInfo]:
+        """Measure every route's nominal times here, now (a search's profile may come from another
+        machine or a busy one): local time of local routes, of a cross route's two local
+        segments, and the host's reported compute and T_cm. A host that fails keeps the given
+        values and is marked down. Returns the new infos by spec."""
+        out: dict[str, RouteInfo] = {}
+        for i, route in enumerate(self.routes):
+            info = route.info
+            if not route.offloads:
+                info = replace(info, local_us=nominal_latency_us(route._run, x, repeats))  # type: ignore[arg-type]
+            else:
+                assert route.prefix is not None and route.suffix is not None and route.transport is not None
+                h = route.prefix(x)
+                try:
+                    replies = [route.transport.infer(route.model, h, timeout=self.config.timeout_s)  # type: ignore[arg-type]
+                               for _ in range(max(3, repeats // 2))]
+                except TransportError:
+                    self._host_failed(info.host)  # type: ignore[arg-type]
+                    out[info.spec] = info
+                    continue
+                replies = replies[1:]  # the first call opens the connection
+                n = max(1, int(x.shape[0]))
+                host_s = sorted(r.host_compute_s for r in replies)[len(replies) // 2]
+                comm_s = sorted(r.comm_s for r in replies)[len(replies) // 2]
+                local_us = nominal_latency_us(route.prefix, x, repeats) + \
+                    nominal_latency_us(route.suffix, replies[0].output, repeats)
+                info = replace(info, local_us=local_us, host_us=host_s * 1e6 / n, comm_us=comm_s * 1e6 / n)
+            self.routes[i].info = info
+            out[info.spec] = info
+        return out
+
     # -- running ------------------------------------------------------------------------------
     def _local(self, fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         with self._lock:
