@@ -136,6 +136,27 @@ def test_same_http_contract(running, segment) -> None:
         assert tr.infer(segment.name, x).output.shape == (1, *segment.output_spec.shape)  # still up
 
 
+
+@pytest.mark.slow
+def test_one_replica_trains_like_in_process(running, segment) -> None:
+    """With one replica, split training goes through Ray as through serve-host (same update)."""
+    from codenn_adapters.ray_host import deploy_segments
+
+    port = int(running.url.rsplit(":", 1)[1])
+    one = deploy_segments([segment], tokens=TOKENS, num_replicas=1, port=port, num_cpus=0.5, ready_timeout=120)
+    here = copy.deepcopy(segment)
+    x = segment.input_spec.example(batch=4)
+    with HttpTransport(one.url, token=TOKENS["local"], timeout=30) as tr:
+        out = tr.train_forward(segment.name, x, 0).output
+        torch.testing.assert_close(out, here.train_forward(x, 0)[0], rtol=1e-5, atol=1e-5)
+        grad = torch.ones_like(out) / out.numel()
+        tr.train_backward(segment.name, 0, grad)
+        here.train_backward(0, grad)
+        assert tr.metadata(segment.name)["parameters"]["steps_trained"] == 1
+        torch.testing.assert_close(tr.infer(segment.name, x).output, here.infer(x)[0], rtol=1e-5, atol=1e-5)
+    one.delete()
+
+
 def test_serve_host_replicas_option(segment, tmp_path, monkeypatch) -> None:
     """`codenn serve-host --replicas N` hands the same segments to deploy_segments (Ray patched out)."""
     import json

@@ -99,15 +99,17 @@ def host_application(
     num_replicas: int = 2,
     max_bytes: int = DEFAULT_MAX_BYTES,
     num_cpus: float = 1.0,
+    num_gpus: float = 0.0,
     save_dir: str | os.PathLike[str] | None = None,
 ) -> Any:
     """The bound Ray Serve application (``serve.Application``) serving ``segments`` on
-    ``num_replicas`` replicas of ``num_cpus`` CPUs each; pass it to ``serve.run``."""
+    ``num_replicas`` replicas of ``num_cpus`` CPUs (and ``num_gpus`` GPUs: segments built on a
+    CUDA device need one) each; pass it to ``serve.run``."""
     _, serve = _ray()
     if not isinstance(num_replicas, int) or isinstance(num_replicas, bool) or num_replicas < 1:
         raise ConfigError(f"num_replicas={num_replicas!r} must be an integer >= 1")
-    if not num_cpus > 0:
-        raise ConfigError(f"num_cpus={num_cpus!r} per replica must be > 0")
+    if not num_cpus > 0 or not num_gpus >= 0:
+        raise ConfigError(f"num_cpus={num_cpus!r} per replica must be > 0 and num_gpus={num_gpus!r} >= 0")
     if save_dir is not None and num_replicas > 1:
         raise ConfigError("save_dir keeps the links split training changed, which needs num_replicas=1")
     refused = None
@@ -118,7 +120,8 @@ def host_application(
                      save_dir=None if save_dir is None else FsPath(save_dir))
     app.add_middleware(ReplicaHeader)
 
-    @serve.deployment(name="CodennHost", num_replicas=num_replicas, ray_actor_options={"num_cpus": num_cpus})
+    @serve.deployment(name="CodennHost", num_replicas=num_replicas,
+                      ray_actor_options={"num_cpus": num_cpus, "num_gpus": num_gpus})
     @serve.ingress(app)
     class CodennHost:
         """One replica: a copy of the host app with its own segments."""
@@ -150,6 +153,7 @@ def deploy_segments(
     port: int = 8000,
     max_bytes: int = DEFAULT_MAX_BYTES,
     num_cpus: float = 1.0,
+    num_gpus: float = 0.0,
     save_dir: str | os.PathLike[str] | None = None,
     app_name: str = DEFAULT_APP,
     address: str | None = None,
@@ -161,7 +165,7 @@ def deploy_segments(
     starts on a cluster; a Serve already listening elsewhere is reported, not silently used."""
     ray, serve = _ray()
     application = host_application(segments, tokens=tokens, num_replicas=num_replicas, max_bytes=max_bytes,
-                                   num_cpus=num_cpus, save_dir=save_dir)
+                                   num_cpus=num_cpus, num_gpus=num_gpus, save_dir=save_dir)
     models = tuple(segments) if isinstance(segments, Mapping) else tuple(s.name for s in segments)
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False)
