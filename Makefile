@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.codenn-installed
 
-.PHONY: demo test test-all bench bench-runtime bench-search experiments venv clean
+.PHONY: demo test test-all bench bench-runtime bench-search bench-serving experiments venv clean
 
 venv: $(STAMP)
 
@@ -23,14 +23,17 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(PY) -m pytest -q -m ""
 
-# bench-runtime: a few minutes; bench-search: about an hour on 2 CPU cores (exhaustive search).
-bench: bench-runtime bench-search
+# bench-runtime and bench-serving: minutes; bench-search: about an hour on 2 CPU cores (exhaustive search).
+bench: bench-runtime bench-search bench-serving
 
 bench-runtime: $(STAMP)
 	$(PY) benchmarks/runtime.py
 
 bench-search: $(STAMP)
 	$(PY) benchmarks/search_cost.py
+
+bench-serving: $(STAMP)
+	$(PY) benchmarks/serving.py
 
 # The paper's four experiments (benchmarks/paper): JSON, figures, docs/experiments.md.
 experiments: $(STAMP)
