@@ -39,5 +39,9 @@ bench-serving: $(STAMP)
 experiments: $(STAMP)
 	$(PY) benchmarks/paper/run_all.py
 
+# The paper's four experiments (benchmarks/paper): JSON, figures, docs/experiments.md.
+experiments: $(STAMP)
+	$(PY) benchmarks/paper/run_all.py
+
 clean:
 	rm -rf $(VENV) build *.egg-info sdk/*.egg-info
