@@ -39,9 +39,5 @@ bench-serving: $(STAMP)
 experiments: $(STAMP)
 	$(PY) benchmarks/paper/run_all.py
 
-# The paper's four experiments (benchmarks/paper): JSON, figures, docs/experiments.md.
-experiments: $(STAMP)
-	$(PY) benchmarks/paper/run_all.py
-
 clean:
 	rm -rf $(VENV) build *.egg-info sdk/*.egg-info
