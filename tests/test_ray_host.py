@@ -6,6 +6,7 @@ The Ray tests are slow (~30 s: Ray, Serve and two replica processes start); run 
 from __future__ import annotations
 
 import copy
+import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path as FsPath
 
@@ -61,9 +62,9 @@ def running(segment):
     from codenn_adapters.ray_host import deploy_segments
 
     # replicas unpickle the tiny test services, whose classes live in tests/ (tiny.py)
-    tests_dir = str(FsPath(__file__).parent)
+    python_path = os.pathsep.join(filter(None, [str(FsPath(__file__).parent), os.environ.get("PYTHONPATH")]))
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
-             runtime_env={"env_vars": {"PYTHONPATH": tests_dir, "OMP_NUM_THREADS": "1"}})
+             runtime_env={"env_vars": {"PYTHONPATH": python_path, "OMP_NUM_THREADS": "1"}})
     try:
         yield deploy_segments([segment], tokens=TOKENS, num_replicas=2, port=free_port(), num_cpus=0.5,
                               max_bytes=256 * 1024, ready_timeout=120)

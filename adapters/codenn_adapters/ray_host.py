@@ -2,12 +2,14 @@
 
 Where one ``codenn serve-host`` process is not enough, the *same* FastAPI app
 (:func:`codenn_adapters.host_server.create_app`) runs as the ingress of a Ray Serve deployment
-(``@serve.ingress(app)``): tokens, 401 / 413 / 422 answers, binary OIP tensors are unchanged, so
-:class:`~codenn_adapters.transports.HttpTransport` talks to it as to one server. Ray copies the app
-into every replica, so each replica holds its own :class:`HostSegment` copies (Ray's own object
-transfer; segments are built once here, so a bad run directory fails in this process, not in a
-replica's log). Ray Serve's proxy spreads requests over the replicas; every answer carries the
-replica that computed it in the ``codenn-replica`` header.
+(``@serve.ingress(asgi_app)``): tokens, 401 / 413 / 422 answers, binary OIP tensors are unchanged,
+so :class:`~codenn_adapters.transports.HttpTransport` talks to it as to one server. What Ray
+copies into every replica is a small ASGI object holding the segments and the app's options
+(Ray's own object transfer); each replica builds its own FastAPI app around its own
+:class:`HostSegment` copies. Segments are built once here, so a bad run directory fails in this
+process, not in a replica's log; the FastAPI app itself is never pickled (its internals change
+between FastAPI versions). Ray Serve's proxy spreads requests over the replicas; every answer
+carries the replica that computed it in the ``codenn-replica`` header.
 
 Split training needs one replica: a ``train/forward`` keeps its autograd graph in the replica
 that ran it, and the matching ``train/backward`` must reach that replica and its optimizer.
@@ -92,6 +94,31 @@ class ReplicaHeader:
         await self.app(scope, receive, tagged)
 
 
+class ReplicaApp:
+    """The ASGI app Ray ships to the replicas: segments and ``create_app`` options travel; the
+    FastAPI app (with :class:`ReplicaHeader`) is built in the replica on its first ASGI call,
+    which is Serve's lifespan startup."""
+
+    def __init__(self, segments: Sequence[HostSegment] | Mapping[str, HostSegment], options: Mapping[str, Any]) -> None:
+        self.segments = dict(segments) if isinstance(segments, Mapping) else list(segments)
+        self.options = dict(options)
+        self._app: ReplicaHeader | None = None
+
+    def build(self) -> ReplicaHeader:
+        return ReplicaHeader(create_app(self.segments, **self.options))
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"segments": self.segments, "options": self.options}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.segments, self.options, self._app = state["segments"], state["options"], None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._app is None:
+            self._app = self.build()
+        await self._app(scope, receive, send)
+
+
 def host_application(
     segments: Sequence[HostSegment] | Mapping[str, HostSegment],
     *,
@@ -116,9 +143,9 @@ def host_application(
     if num_replicas > 1:
         refused = (f"it runs {num_replicas} Ray Serve replicas and a train/backward must reach the replica that "
                    "ran its train/forward; train on a host with one replica (--replicas 1 or plain serve-host)")
-    app = create_app(segments, tokens=tokens, max_bytes=max_bytes, training_refused=refused,
-                     save_dir=None if save_dir is None else FsPath(save_dir))
-    app.add_middleware(ReplicaHeader)
+    app = ReplicaApp(segments, {"tokens": dict(tokens), "max_bytes": max_bytes, "training_refused": refused,
+                             "save_dir": None if save_dir is None else FsPath(save_dir)})
+    app.build()  # the same checks as serve-host (tokens, max_bytes, names), here rather than in a replica
 
     @serve.deployment(name="CodennHost", num_replicas=num_replicas,
                       ray_actor_options={"num_cpus": num_cpus, "num_gpus": num_gpus})
