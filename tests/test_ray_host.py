@@ -31,7 +31,7 @@ def test_segment_copies_drop_the_lock_and_pending_graphs() -> None:
     torch.testing.assert_close(twin.infer(x)[0], seg.infer(x)[0])
 
 
-def test_missing_ray_names_the_extra(monkeypatch) -> None:
+def test_missing_ray_names_the_extra(segment, monkeypatch) -> None:
     import builtins
 
     from codenn_adapters import ray_host
@@ -45,7 +45,7 @@ def test_missing_ray_names_the_extra(monkeypatch) -> None:
 
     monkeypatch.setattr(builtins, "__import__", no_ray)
     with pytest.raises(ray_host.RayMissingError, match=r"pip install 'codenn\[ray\]'"):
-        ray_host.host_application([], tokens=TOKENS)
+        ray_host.host_application([segment], tokens=TOKENS)
 
 
 @pytest.fixture(scope="module")
@@ -74,13 +74,37 @@ def running(segment):
 
 
 def test_bad_options_fail_before_ray_starts(segment) -> None:
-    pytest.importorskip("ray")
     from codenn_adapters.ray_host import host_application
 
     with pytest.raises(ConfigError, match="num_replicas"):
         host_application([segment], tokens=TOKENS, num_replicas=0)
     with pytest.raises(ConfigError, match="needs num_replicas=1"):
         host_application([segment], tokens=TOKENS, num_replicas=2, save_dir="x")
+    with pytest.raises(ConfigError, match="at least 8 characters"):
+        host_application([segment], tokens={"local": "short"})
+    with pytest.raises(ConfigError, match="both named"):
+        host_application([segment, segment], tokens=TOKENS)
+
+
+def test_replica_app_is_the_host_app(segment) -> None:
+    """What each replica runs, without Ray: a copy (as Ray ships it) serves the same OIP app."""
+    from fastapi.testclient import TestClient
+
+    from codenn_adapters.ray_host import REPLICA_HEADER, ReplicaApp
+
+    app = copy.deepcopy(ReplicaApp([segment], {"tokens": TOKENS, "training_refused": "one replica only"}))
+    x = segment.input_spec.example(batch=2)
+    auth = {"Authorization": f"Bearer {TOKENS['local']}"}
+    with TestClient(app) as c:
+        body, h = oip.encode_request({"input": x})
+        r = c.post(f"/v2/models/{segment.name}/infer", content=body, headers={**h, **auth})
+        assert r.status_code == 200 and r.headers[REPLICA_HEADER] == "unknown"  # not inside a Ray replica
+        _, out = oip.decode_response(r.content, r.headers.get(oip.HEADER_LENGTH))
+        torch.testing.assert_close(out["output"], segment.infer(x)[0])
+        assert c.post(f"/v2/models/{segment.name}/infer", content=body, headers=h).status_code == 401
+        body, h = oip.encode_request({"input": x}, parameters={"step": 0})
+        r = c.post(f"/v2/models/{segment.name}/train/forward", content=body, headers={**h, **auth})
+        assert r.status_code == 409 and "off on this host: one replica only" in r.json()["error"]
 
 
 @pytest.mark.slow

@@ -131,8 +131,7 @@ def host_application(
 ) -> Any:
     """The bound Ray Serve application (``serve.Application``) serving ``segments`` on
     ``num_replicas`` replicas of ``num_cpus`` CPUs (and ``num_gpus`` GPUs: segments built on a
-    CUDA device need one) each; pass it to ``serve.run``."""
-    _, serve = _ray()
+    CUDA device need one) each; pass it to ``serve.run``. Bad options fail before Ray is touched."""
     if not isinstance(num_replicas, int) or isinstance(num_replicas, bool) or num_replicas < 1:
         raise ConfigError(f"num_replicas={num_replicas!r} must be an integer >= 1")
     if not num_cpus > 0 or not num_gpus >= 0:
@@ -146,6 +145,7 @@ def host_application(
     app = ReplicaApp(segments, {"tokens": dict(tokens), "max_bytes": max_bytes, "training_refused": refused,
                              "save_dir": None if save_dir is None else FsPath(save_dir)})
     app.build()  # the same checks as serve-host (tokens, max_bytes, names), here rather than in a replica
+    _, serve = _ray()
 
     @serve.deployment(name="CodennHost", num_replicas=num_replicas,
                       ray_actor_options={"num_cpus": num_cpus, "num_gpus": num_gpus})
