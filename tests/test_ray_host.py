@@ -161,14 +161,17 @@ def test_same_http_contract(running, segment) -> None:
         assert tr.infer(segment.name, x).output.shape == (1, *segment.output_spec.shape)  # still up
 
 
-
 @pytest.mark.slow
-def test_one_replica_trains_like_in_process(running, segment) -> None:
-    """With one replica, split training goes through Ray as through serve-host (same update)."""
+def test_one_replica_trains_like_in_process(running, segment, tmp_path) -> None:
+    """With one replica, split training goes through Ray as through serve-host (same update),
+    and the replica writes the trained links to save_dir when the app is deleted."""
+    from safetensors.torch import load_file
+
     from codenn_adapters.ray_host import deploy_segments
 
     port = int(running.url.rsplit(":", 1)[1])
-    one = deploy_segments([segment], tokens=TOKENS, num_replicas=1, port=port, num_cpus=0.5, ready_timeout=120)
+    one = deploy_segments([segment], tokens=TOKENS, num_replicas=1, port=port, num_cpus=0.5, ready_timeout=120,
+                          save_dir=tmp_path)
     here = copy.deepcopy(segment)
     x = segment.input_spec.example(batch=4)
     with HttpTransport(one.url, token=TOKENS["local"], timeout=30) as tr:
@@ -180,6 +183,9 @@ def test_one_replica_trains_like_in_process(running, segment) -> None:
         assert tr.metadata(segment.name)["parameters"]["steps_trained"] == 1
         torch.testing.assert_close(tr.infer(segment.name, x).output, here.infer(x)[0], rtol=1e-5, atol=1e-5)
     one.delete()
+    saved = load_file(str(tmp_path / f"{segment.name}.safetensors"))
+    for key, value in here.link_state().items():
+        torch.testing.assert_close(saved[key], value, rtol=1e-5, atol=1e-5)
 
 
 def test_serve_host_replicas_option(segment, tmp_path, monkeypatch) -> None:

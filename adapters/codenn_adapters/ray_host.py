@@ -190,15 +190,16 @@ def deploy_segments(
     answers. Joins the Ray cluster at ``address`` (None: ``RAY_ADDRESS`` or a new local one)
     unless this process is already connected. Serve's HTTP address is fixed when Serve first
     starts on a cluster; a Serve already listening elsewhere is reported, not silently used."""
-    ray, serve = _ray()
     application = host_application(segments, tokens=tokens, num_replicas=num_replicas, max_bytes=max_bytes,
                                    num_cpus=num_cpus, num_gpus=num_gpus, save_dir=save_dir)
+    ray, serve = _ray()
     models = tuple(segments) if isinstance(segments, Mapping) else tuple(s.name for s in segments)
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False)
     serve.start(http_options={"host": host, "port": port})
     serve.run(application, name=app_name, route_prefix="/")
-    url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    reach = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)  # a wildcard bind is reached on loopback
+    url = f"http://{f'[{reach}]' if ':' in reach else reach}:{port}"
     _wait_ready(url, ready_timeout)
     return RayHost(url, app_name, num_replicas, models)
 
