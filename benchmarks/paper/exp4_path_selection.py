@@ -143,13 +143,18 @@ def search_benchmark() -> dict[str, Any] | None:
             "table": data.get("table"), "machine": data.get("machine")}
 
 
+def short(row: dict[str, Any]) -> str:
+    if row["spec"].endswith("[:]"):
+        return "original"
+    return f"hout={row['hout']}" if row.get("hout") is not None else f"skip {row['lout']}->{row['lin']}"
+
+
 def plot(result: dict[str, Any], target: FsPath) -> None:
     """Fig. 7a (computation time per path, local vs host) and 7b (eq. (1) cost per path by term)."""
     plt = pc.pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     rows = [result["original"], *sorted(result["rows"], key=lambda r: (r["kind"], r.get("hout") or 0))]
-    labels = ["original" if r["spec"].endswith("[:]") else (f"hout={r['hout']}" if r.get("hout") is not None
-              else "skip 0->5") for r in rows]
+    labels = [short(r) for r in rows]
     x = list(range(len(rows)))
     ax = axes[0]
     loc = [r["t_local_us"] / 1e3 for r in rows]
@@ -171,6 +176,8 @@ def plot(result: dict[str, Any], target: FsPath) -> None:
     for i, r in enumerate(rows):
         ax.text(i, bottom[i], f"{r['cost']:.2f}" + (" *" if r["spec"] == sel else ""), ha="center", va="bottom",
                 fontsize=7)
+    if max(bottom) > 100 * max(min(bottom), 1e-9):
+        ax.set_yscale("log")
     ax.set_xticks(x, labels, fontsize=8)
     ax.set_ylabel("F(p), eq. (1)")
     ax.set_title("(b) cost per path (* = selected)")
@@ -183,8 +190,8 @@ def plot(result: dict[str, Any], target: FsPath) -> None:
     ax2 = ax.twinx()
     ax2.bar([i + 0.2 for i in range(len(names))], [st[n]["wall_seconds"] for n in names], 0.4, color="C1",
             label="wall s")
-    ax.set_xticks(range(len(names)), [f"{n}\npick: {(st[n]['selected'] or '-').split(' > ')[1 if ' > ' in (st[n]['selected'] or '') else 0][:22]}"
-                                      for n in names], fontsize=7)
+    picks = {n: next((short(r) for r in rows if r["spec"] == st[n]["selected"]), "-") for n in names}
+    ax.set_xticks(range(len(names)), [f"{n}\npick: {picks[n]}" for n in names], fontsize=8)
     ax.set_ylabel("training sample-steps (thousands)")
     ax2.set_ylabel("wall seconds")
     ax.set_title("(c) exhaustive vs fast search")
