@@ -166,22 +166,26 @@ def plot(result: dict[str, Any], target: FsPath) -> None:
     ax.set_title("(a) computation time per path")
     ax.legend(fontsize=7)
     ax = axes[1]
-    bottom = [0.0] * len(rows)
-    for term in TERMS:
-        vals = [r.get(term) or 0.0 for r in rows]
-        if any(vals):
-            ax.bar(x, vals, bottom=bottom, label=term.replace("_term", ""))
-            bottom = [b + v for b, v in zip(bottom, vals)]
+    totals = [r["cost"] for r in rows]
     sel = result["summary"]["selected"]
-    for i, r in enumerate(rows):
-        ax.text(i, bottom[i], f"{r['cost']:.2f}" + (" *" if r["spec"] == sel else ""), ha="center", va="bottom",
-                fontsize=7)
-    if max(bottom) > 100 * max(min(bottom), 1e-9):
+    if max(totals) > 100 * max(min(totals), 1e-9):
+        # costs span orders of magnitude (the accuracy term is exponential): total per path, log scale
+        ax.bar(x, totals, color=["C3" if r["spec"] == sel else "C0" for r in rows])
         ax.set_yscale("log")
+    else:
+        bottom = [0.0] * len(rows)
+        for term in TERMS:
+            vals = [r.get(term) or 0.0 for r in rows]
+            if any(vals):
+                ax.bar(x, vals, bottom=bottom, label=term.replace("_term", ""))
+                bottom = [b + v for b, v in zip(bottom, vals)]
+        ax.legend(fontsize=7)
+    for i, r in enumerate(rows):
+        ax.text(i, totals[i], f"{totals[i]:.3g}" + (" *" if r["spec"] == sel else ""), ha="center", va="bottom",
+                fontsize=7)
     ax.set_xticks(x, labels, fontsize=8)
     ax.set_ylabel("F(p), eq. (1)")
     ax.set_title("(b) cost per path (* = selected)")
-    ax.legend(fontsize=7)
     ax = axes[2]
     st = result["strategies"]
     names = list(st)
