@@ -102,3 +102,10 @@ def test_recovered_share() -> None:
     assert pc.recovered(0.8, 0.6, 1.0) == pytest.approx(0.5)
     assert pc.recovered(0.8, 0.9, 0.9) is None
     assert pc.recovered(0.8, 0.95, 0.9) is None  # the baseline beats the original: no drop to recover
+
+
+def test_cache_folder_does_not_nest(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("CODENN_CACHE", str(tmp_path))  # use_cache() sets it; restored after the test
+    monkeypatch.setattr(pc, "_USER_CACHE", tmp_path)
+    first = pc.use_cache(pc.Options())
+    assert pc.use_cache(pc.Options()) == first == tmp_path / "experiments"

@@ -120,9 +120,14 @@ RANDOM_HOSTS: dict[str, tuple[str, str]] = {  # name -> (architecture, task for 
 LOCAL_EPOCHS, LOCAL_LR = 6, 1e-4
 
 
+# codenn's cache root as it was when this module was imported: use_cache() rewrites $CODENN_CACHE,
+# and a second experiment in the same process must not nest another "experiments" folder in it.
+_USER_CACHE = cache_dir()
+
+
 def use_cache(opts: Options) -> FsPath:
     """Point codenn's base-model cache at the experiments' folder (set before any base_model call)."""
-    root = FsPath(opts.cache) if opts.cache else cache_dir() / "experiments"
+    root = FsPath(opts.cache) if opts.cache else _USER_CACHE / "experiments"
     os.environ["CODENN_CACHE"] = str(root)
     return root
 
