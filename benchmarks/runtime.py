@@ -4,9 +4,10 @@ For each path (the original model, the paper's Experiment 2 skip path ``lout=1 l
 search run's selected path and its best cross path) and each runtime this machine has
 (torch eager, torch CUDA graphs, ONNX Runtime CPU, ONNX Runtime CUDA with IO binding, with and
 without CUDA graphs), at batch 1 and 64: p50 / p95 latency and throughput. Inputs are random
-normal batches (never zeros), rotated; warm-up first; CUDA events on GPU. The original model is
-timed first and again last, so drift within the run shows. For the torch runtimes each block and
-link is also timed alone: a path should cost about the sum of its parts.
+normal batches (never zeros), rotated; warm-up first; CUDA events on GPU. Measurements run in
+interleaved rounds (every case, runtime and batch once per round), so the baseline is re-timed
+in every round and drift hits every row alike; each row keeps its per-round p50s. For the torch
+runtimes each block and link is also timed alone: a path should cost about the sum of its parts.
 
     python benchmarks/runtime.py                       # default scenario, its search run, 64x64
     python benchmarks/runtime.py --source random --input-size 224   # ImageNet-size, random weights
@@ -24,7 +25,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -42,7 +42,7 @@ from codenn.runstore import RunStore
 from codenn.scenario import scenario_from_config
 from codenn.service import Service
 from codenn_adapters.onnx_export import export_path, path_ops
-from codenn_adapters.runtimes import Timing, make_runtime, time_runtime
+from codenn_adapters.runtimes import make_runtime, sample_runtime, time_runtime, timing_of
 
 PAPER_SKIP = "alexnet: lout=1 lin=4"  # the paper's Experiment 2 path (1.4 ms vs 2.0 ms for AlexNet)
 
@@ -157,14 +157,6 @@ def _repeats(runtime: Any, xs: list[torch.Tensor], wanted: int, budget_s: float)
     return int(max(20, min(wanted, budget_s / per_call)))
 
 
-def time_case(runtime_name: str, model: Any, options: dict[str, Any], path: Path, batch: int, repeats: int,
-              budget_s: float) -> Timing:
-    runtime = make_runtime(runtime_name, model, **options)
-    xs = _inputs(path, batch)
-    n = _repeats(runtime, xs, repeats, budget_s)
-    return time_runtime(runtime, xs, warmup=min(10, n), repeats=n)
-
-
 def parts_sum_ms(runtime_name: str, options: dict[str, Any], path: Path, batch: int, repeats: int,
                  budget_s: float) -> float:
     """Sum of each block's and link's own p50 in the same runtime (a torch runtime)."""
@@ -207,6 +199,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--repeats", type=int, default=200, help="timed calls per measurement (at most)")
     parser.add_argument("--budget", type=float, default=4.0, help="seconds per measurement (caps repeats)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (repeats are split among them)")
     parser.add_argument("--no-parts", action="store_true", help="skip the per-block/link sums")
     parser.add_argument("--out", default=None, help="JSON file (default benchmarks/results/runtime-{cpu,gpu}.json)")
     args = parser.parse_args(argv)
@@ -224,13 +217,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     else:
         cases, source = random_cases(args.input_size, args.spec, log, args.local_model)
     report = benchmark(cases, source, batches=args.batches, repeats=args.repeats, budget_s=args.budget,
-                       parts=not args.no_parts, log=log)
+                       parts=not args.no_parts, rounds=args.rounds, log=log)
     write_report(report, out)
     return report
 
 
 def benchmark(cases: list[Case], source: str, *, batches: list[int], repeats: int, budget_s: float,
-              parts: bool = True, log: Any = print) -> dict[str, Any]:
+              parts: bool = True, rounds: int = 3, log: Any = print) -> dict[str, Any]:
     """Export every case, time it on every runtime this machine has, judge the goals."""
     cuda = torch.cuda.is_available()
     threads = torch.get_num_threads()
@@ -250,23 +243,48 @@ def benchmark(cases: list[Case], source: str, *, batches: list[int], repeats: in
             res = export_path(case.path, FsPath(tmp) / f"case{i}")
             case.onnx = res.path_of("merged")
             case.export = {"worst_rel_error": res.worst().rel, "files": [f.name for f in res.files]}
-        order = [*cases, Case("original (repeat)", cases[0].path, "none", cases[0].onnx, cases[0].export)]
-        for case in order:
+        # Rounds interleave every case, runtime and batch, so drift (other load, clocks) hits all
+        # alike; each round re-times the original model, and its per-round p50s are reported.
+        runtimes: dict[tuple[int, str], Any] = {}
+        samples: dict[tuple[int, str, int], list[float]] = {}
+        round_p50: dict[tuple[int, str, int], list[float]] = {}
+        errors: dict[tuple[int, str, int], str] = {}
+        for r in range(rounds):
+            for ci, case in enumerate(cases):
+                for label, runtime_name, options in plan:
+                    for batch in batches:
+                        key = (ci, label, batch)
+                        if key in errors:
+                            continue
+                        try:
+                            if (ci, label) not in runtimes:
+                                model = case.onnx if runtime_name.startswith("ort") else case.path
+                                runtimes[(ci, label)] = make_runtime(runtime_name, model, **options)
+                            runtime = runtimes[(ci, label)]
+                            xs = _inputs(case.path, batch)
+                            n = _repeats(runtime, xs, max(1, repeats // rounds), budget_s / rounds)
+                            times = sample_runtime(runtime, xs, warmup=min(10, n) if r == 0 else 2, repeats=n)
+                        except CodennError as exc:
+                            log(f"  {case.label} / {label} / batch {batch}: skipped: {exc}")
+                            errors[key] = str(exc)
+                            continue
+                        samples.setdefault(key, []).extend(times)
+                        round_p50.setdefault(key, []).append(sorted(times)[len(times) // 2])
+        for ci, case in enumerate(cases):
             stats = case.path.stats()
             for label, runtime_name, options in plan:
                 for batch in batches:
-                    model = case.onnx if runtime_name.startswith("ort") else case.path
-                    try:
-                        t = time_case(runtime_name, model, options, case.path, batch, repeats, budget_s)
-                    except CodennError as exc:
-                        log(f"  {case.label} / {label} / batch {batch}: skipped: {exc}")
-                        rows.append({"path": case.label, "runtime": label, "batch": batch, "error": str(exc)})
+                    key = (ci, label, batch)
+                    if key in errors:
+                        rows.append({"path": case.label, "runtime": label, "batch": batch, "error": errors[key]})
                         continue
+                    t = timing_of(runtimes[(ci, label)], batch, samples[key])
                     row = {"path": case.label, "spec": str(case.path.spec), "links": case.links, "runtime": label,
                            "batch": batch, "repeats": t.repeats, "p50_ms": t.p50_ms, "p95_ms": t.p95_ms,
                            "mean_ms": t.mean_ms, "throughput_sps": batch * 1e3 / t.mean_ms,
+                           "round_p50_ms": round_p50[key],
                            "local_gflops": stats.local_flops / 1e9, "host_gflops": stats.host_flops / 1e9}
-                    if runtime_name.startswith("torch") and parts and not case.label.endswith("(repeat)"):
+                    if runtime_name.startswith("torch") and parts:
                         row["parts_sum_ms"] = parts_sum_ms(runtime_name, options, case.path, batch, repeats, budget_s)
                         row["ratio_vs_parts"] = t.p50_ms / row["parts_sum_ms"]
                     rows.append(row)
@@ -286,6 +304,7 @@ def benchmark(cases: list[Case], source: str, *, batches: list[int], repeats: in
         "skipped_runtimes": skipped,
         "rows": rows,
         "goals": goals(rows, cuda),
+        "rounds": rounds,
         "wall_seconds": round(time.perf_counter() - t_start, 1),
     }
 
@@ -315,11 +334,10 @@ def goals(rows: list[dict[str, Any]], cuda: bool) -> dict[str, Any]:
     for r in ok:
         if r["path"] != skip:
             continue
-        base = [x for x in (p50("original", r["runtime"], r["batch"]), p50("original (repeat)", r["runtime"], r["batch"]))
-                if x is not None]
+        base = p50("original", r["runtime"], r["batch"])
         if base:
             faster.append({"runtime": r["runtime"], "batch": r["batch"], "skip_ms": r["p50_ms"],
-                           "original_ms": statistics.mean(base), "ratio": r["p50_ms"] / statistics.mean(base)})
+                           "original_ms": base, "ratio": r["p50_ms"] / base})
     out["skip_faster_than_original"] = {"met": bool(faster) and all(f["ratio"] < 1 for f in faster), "cases": faster}
     if cuda:
         graph = [r for r in ok if r["runtime"] == "torch-cudagraph" and "ratio_vs_parts" in r]
@@ -353,6 +371,12 @@ def markdown(report: dict[str, Any]) -> str:
     lines += ["", "Paths: " + "; ".join(f"{p['label']} = `{p['spec']}` ({p['local_flops'] / 1e9:.3f} local GFLOPs, "
                                         f"links {p['links']}, ONNX worst rel. error {p['export']['worst_rel_error']:.1e})"
                                         for p in report["paths"]), ""]
+    base = [r for r in report["rows"] if r["path"] == "original" and "round_p50_ms" in r]
+    if base:
+        lines.append("Original model's p50 in each of the " + str(report["rounds"]) + " interleaved rounds (drift): " +
+                     "; ".join(f"{r['runtime']} b={r['batch']}: " + " / ".join(f"{v:.2f}" for v in r["round_p50_ms"])
+                               for r in base) + " ms.")
+        lines.append("")
     for name, g in report["goals"].items():
         lines.append(f"- goal {name}: {'met' if g['met'] else 'NOT met'}"
                      + (f" (worst {g['worst']:.3f})" if g.get("worst") is not None else ""))

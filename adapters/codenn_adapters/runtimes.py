@@ -390,6 +390,22 @@ def time_runtime(runtime: Runtime, inputs: Sequence[torch.Tensor], *, warmup: in
     """Time ``runtime.run`` per call: ``warmup`` untimed calls, then ``repeats`` timed calls
     rotating over ``inputs`` (several random batches, never zeros). CUDA runtimes are timed with
     CUDA events around each call (inputs already on the device), others with perf_counter."""
+    times = sample_runtime(runtime, inputs, warmup=warmup, repeats=repeats)
+    return timing_of(runtime, int(inputs[0].shape[0]), times)
+
+
+def timing_of(runtime: Runtime, batch: int, times: Sequence[float]) -> Timing:
+    """p50 / p95 / mean of per-call times in milliseconds (e.g. pooled over interleaved rounds)."""
+    if not times:
+        raise ConfigError("timing_of needs at least one time")
+    ordered = sorted(times)
+    return Timing(runtime.name, runtime.device, batch, len(ordered), ordered[len(ordered) // 2],
+                  ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))], sum(ordered) / len(ordered))
+
+
+def sample_runtime(runtime: Runtime, inputs: Sequence[torch.Tensor], *, warmup: int = 10,
+                   repeats: int = 200) -> list[float]:
+    """The per-call times (ms) :func:`time_runtime` summarises."""
     if not inputs:
         raise ConfigError("time_runtime needs at least one input batch")
     if repeats < 1 or warmup < 0:
@@ -413,9 +429,7 @@ def time_runtime(runtime: Runtime, inputs: Sequence[torch.Tensor], *, warmup: in
             t0 = time.perf_counter()
             runtime.run(xs[i % len(xs)])
             times.append((time.perf_counter() - t0) * 1e3)
-    ordered = sorted(times)
-    return Timing(runtime.name, runtime.device, int(xs[0].shape[0]), repeats, ordered[len(ordered) // 2],
-                  ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))], sum(times) / len(times))
+    return times
 
 
 # --------------------------------------------------------------------------------------------
