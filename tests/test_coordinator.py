@@ -76,9 +76,14 @@ def test_a_slow_host_raises_its_weight(setup) -> None:
     coord = Coordinator(routes(setup), 0.9, cfg)
     assert coord.choose()[0].info.spec == SPEC
     cross_route = coord.routes[2]
-    coord._host_answered("host", round_trip_s=0.5, comm_s=0.45)  # 500 ms against a nominal 350 µs
+    # a slow network or a busy local client: only T_cm grows (b = 0 here), the host weight stays
+    coord._host_answered("host", round_trip_s=0.5, compute_s=300e-6, comm_s=0.4997)
+    assert coord.weights(cross_route)[1] == pytest.approx(1e-4)
+    assert coord.stats()["hosts"]["host"]["comm_ms"] == pytest.approx(499.7)
+    # the host itself is slow: 50 ms of compute against a nominal 300 µs
+    coord._host_answered("host", round_trip_s=0.5, compute_s=0.05, comm_s=0.45)
     _, c_h = coord.weights(cross_route)
-    assert c_h == pytest.approx(1e-4 * 0.5e6 / 350)
+    assert c_h == pytest.approx(1e-4 * (0.8 * 300e-6 + 0.2 * 0.05) * 1e6 / 300)
     assert coord.choose()[0].info.spec != SPEC
 
 

@@ -5,10 +5,12 @@ load of the local and host services". The coordinator does exactly that at run t
 request is scored with eq. (1) under the *current* weights
 
     c_l' = c_l * (1 + local queue / local workers)      (each request ahead adds its service time)
-    c_h' = c_h * max(1, measured host round trip / its nominal time)
+    c_h' = c_h * max(1, host-reported compute time / its nominal time)    (the host's own load)
 
 and T_cm replaced by the measured communication time (round trip minus the host's reported
-compute). The lowest-cost route whose load-adjusted latency meets L_T (eq. (2)) runs; when none
+compute, exponentially smoothed). The host's slowdown is read from what the host reports, not
+from the round trip: a busy local server delays its own HTTP client, and that is local load
+(already in c_l'), not the host's. The lowest-cost route whose load-adjusted latency meets L_T (eq. (2)) runs; when none
 does, the fastest one. A host that fails or misses ``timeout_s`` is skipped for ``retry_after_s``
 and the request runs on the best local-only route instead: no request is lost.
 """
@@ -146,6 +148,7 @@ class Decision:
 class _HostState:
     def __init__(self) -> None:
         self.round_trip_s: float | None = None
+        self.compute_s: float | None = None
         self.comm_s: float | None = None
         self.down_until = 0.0
         self.failures = 0
@@ -188,9 +191,8 @@ class Coordinator:
         c_h = cfg.cost.c_h
         if route is not None and route.info.host is not None:
             state = self._hosts[route.info.host]
-            nominal = route.info.host_us + route.info.comm_us
-            if state.round_trip_s is not None and nominal > 0:
-                c_h *= max(1.0, state.round_trip_s * 1e6 / nominal)
+            if state.compute_s is not None and route.info.host_us > 0:
+                c_h *= max(1.0, state.compute_s * 1e6 / route.info.host_us)
         return c_l, c_h
 
     def _measures(self, route: Route) -> PathMeasures:
@@ -287,7 +289,8 @@ class Coordinator:
             out = self._local(local._run, x)  # type: ignore[arg-type]
             return out, self._done(local, local_cost, c_l, c_h, t0, fallback=True,
                                    error=f"{route.info.spec}: {type(exc).__name__}: {exc}")
-        self._host_answered(route.info.host, reply.round_trip_s, reply.comm_s)
+        self._host_answered(route.info.host, reply.round_trip_s, reply.host_compute_s / max(1, int(x.shape[0])),
+                            reply.comm_s)
         out = self._local(route.suffix, reply.output)  # type: ignore[arg-type]
         return out, self._done(route, cost, c_l, c_h, t0, comm_s=reply.comm_s)
 
@@ -298,12 +301,18 @@ class Coordinator:
         return Decision(route.info.spec, route.offloads, fallback, cost, c_l, c_h, time.perf_counter() - t0,
                         comm_s, error)
 
-    def _host_answered(self, host: str, round_trip_s: float, comm_s: float) -> None:
+    def _host_answered(self, host: str, round_trip_s: float, compute_s: float, comm_s: float) -> None:
+        """Smooth what one reply measured (``compute_s`` per sample, as RouteInfo.host_us)."""
         a = self.config.smoothing
+
+        def ewma(old: float | None, new: float) -> float:
+            return new if old is None else (1 - a) * old + a * new
+
         with self._lock:
             s = self._hosts[host]
-            s.round_trip_s = round_trip_s if s.round_trip_s is None else (1 - a) * s.round_trip_s + a * round_trip_s
-            s.comm_s = comm_s if s.comm_s is None else (1 - a) * s.comm_s + a * comm_s
+            s.round_trip_s = ewma(s.round_trip_s, round_trip_s)
+            s.compute_s = ewma(s.compute_s, compute_s)
+            s.comm_s = ewma(s.comm_s, comm_s)
             s.failures = 0
 
     def _host_failed(self, host: str) -> None:
@@ -320,6 +329,7 @@ class Coordinator:
                 "fallbacks": self.fallbacks,
                 "local_queue": self._local_queue,
                 "hosts": {h: {"round_trip_ms": None if s.round_trip_s is None else s.round_trip_s * 1e3,
+                              "compute_ms": None if s.compute_s is None else s.compute_s * 1e3,
                               "comm_ms": None if s.comm_s is None else s.comm_s * 1e3,
                               "down": s.down_until > self._clock(), "failures": s.failures}
                           for h, s in self._hosts.items()},
