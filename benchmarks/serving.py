@@ -177,6 +177,7 @@ def summarise(results: list[dict[str, Any]], offered: float) -> dict[str, Any]:
         "offloaded_share": sum(bool(r.get("offloaded")) for r in ok) / len(ok) if ok else None,
         "fallbacks": sum(bool(r.get("fallback")) for r in ok),
         "routes": {k: sum(r.get("route") == k for r in ok) for k in sorted({r.get("route") for r in ok} - {None})},
+        "errors": sorted({f"{r.get('status')}: {r.get('error', '')[:160]}" for r in results if r.get("status") != 200}),
     }
 
 

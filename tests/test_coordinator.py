@@ -9,7 +9,7 @@ import torch
 
 from codenn.coordinator import Coordinator, Route, RouteInfo, RoutingConfig
 from codenn.cost import CostModel
-from codenn.errors import ConfigError
+from codenn.errors import BoundaryMismatchError, ConfigError
 from codenn.paths import Path
 from codenn_adapters.transports import InProcessTransport
 from split_helpers import SPEC, tiny
@@ -107,8 +107,29 @@ def test_host_down_falls_back_locally_and_loses_nothing(setup) -> None:
     finally:
         transport.fail = False
     now[0] = 6.0
+    # half-open: while one request probes the host, the others stay local
+    coord._hosts["host"].probing = True
+    assert coord.choose()[0].info.spec == "local[:]"
+    coord._hosts["host"].probing = False
     _, d3 = coord.infer(t.x_test)
-    assert d3.offloaded and not d3.fallback
+    assert d3.offloaded and not d3.fallback and not coord._hosts["host"].probing
+    # a probe that fails puts the host back out for retry_after_s
+    transport.fail = True
+    try:
+        now[0] = 7.0
+        coord._host_failed("host")
+        now[0] = 13.0
+        _, probe = coord.infer(t.x_test)
+        assert probe.fallback and coord._hosts["host"].failures == 2 and not coord._hosts["host"].probing
+        assert not coord.available(coord.routes[2])
+    finally:
+        transport.fail = False
+    # a request that fails before reaching the host (bad input) does not leave the probe taken
+    now[0] = 20.0
+    assert coord.choose()[0].info.spec == SPEC and coord._hosts["host"].failures  # the next request probes
+    with pytest.raises(BoundaryMismatchError):
+        coord.infer(torch.randn(1, 3, 5, 5))
+    assert not coord._hosts["host"].probing and coord.available(coord.routes[2])
 
 
 def test_a_timeout_counts_as_down(setup) -> None:

@@ -152,6 +152,7 @@ class _HostState:
         self.comm_s: float | None = None
         self.down_until = 0.0
         self.failures = 0
+        self.probing = False  # after a failure, one request at a time tries the host again
 
 
 class Coordinator:
@@ -213,7 +214,12 @@ class Coordinator:
         return paper_cost(m, self.original_accuracy, model), latency
 
     def available(self, route: Route) -> bool:
-        return route.info.host is None or self._hosts[route.info.host].down_until <= self._clock()
+        """A host route is out while its host is left alone after a failure, and, once that time
+        is up, while one probing request is finding out whether the host is back."""
+        if route.info.host is None:
+            return True
+        s = self._hosts[route.info.host]
+        return s.down_until <= self._clock() and not s.probing
 
     def choose(self, *, local_only: bool = False) -> tuple[Route, float]:
         """The route to use now and its cost."""
@@ -274,12 +280,14 @@ class Coordinator:
         with self._lock:
             route, cost = self.choose()
             c_l, c_h = self.weights(route)
+            if route.info.host is not None and self._hosts[route.info.host].failures:
+                self._hosts[route.info.host].probing = True  # this request is the probe
         if not route.offloads:
             out = self._local(route._run, x)  # type: ignore[arg-type]
             return out, self._done(route, cost, c_l, c_h, t0)
         assert route.transport is not None and route.model is not None and route.info.host is not None
-        h = self._local(route.prefix, x)  # type: ignore[arg-type]
         try:
+            h = self._local(route.prefix, x)  # type: ignore[arg-type]
             reply = route.transport.infer(route.model, h, timeout=self.config.timeout_s)
         except TransportError as exc:
             self._host_failed(route.info.host)
@@ -289,6 +297,10 @@ class Coordinator:
             out = self._local(local._run, x)  # type: ignore[arg-type]
             return out, self._done(local, local_cost, c_l, c_h, t0, fallback=True,
                                    error=f"{route.info.spec}: {type(exc).__name__}: {exc}")
+        except BaseException:  # bad input, interrupted: the host was not judged, free its probe
+            with self._lock:
+                self._hosts[route.info.host].probing = False
+            raise
         self._host_answered(route.info.host, reply.round_trip_s, reply.host_compute_s / max(1, int(x.shape[0])),
                             reply.comm_s)
         out = self._local(route.suffix, reply.output)  # type: ignore[arg-type]
@@ -314,11 +326,13 @@ class Coordinator:
             s.compute_s = ewma(s.compute_s, compute_s)
             s.comm_s = ewma(s.comm_s, comm_s)
             s.failures = 0
+            s.probing = False
 
     def _host_failed(self, host: str) -> None:
         with self._lock:
             s = self._hosts[host]
             s.failures += 1
+            s.probing = False
             s.down_until = self._clock() + self.config.retry_after_s
 
     def stats(self) -> dict[str, Any]:
