@@ -38,7 +38,7 @@ from codenn.config import RunConfig
 from codenn.errors import CodennError
 from codenn.paths import Path
 from codenn.pathspec import PathSpec
-from codenn.runstore import RunStore
+from codenn.runstore import RunStore, atomic_write
 from codenn.scenario import scenario_from_config
 from codenn.service import Service
 from codenn_adapters.onnx_export import export_path, path_ops
@@ -311,10 +311,9 @@ def benchmark(cases: list[Case], source: str, *, batches: list[int], repeats: in
 
 def write_report(report: dict[str, Any], out: FsPath) -> None:
     """The JSON and its markdown table beside it, each written atomically."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(out, json.dumps(report, indent=2) + "\n")
     table = markdown(report)
-    _atomic_write(out.with_suffix(".md"), table)
+    atomic_write(out, (json.dumps(report, indent=2) + "\n").encode())
+    atomic_write(out.with_suffix(".md"), table.encode())
     print()
     print(table)
     print(f"wrote {out} and {out.with_suffix('.md')}")
@@ -389,12 +388,6 @@ def _versions() -> dict[str, str]:
 
     return {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
             "python": platform.python_version()}
-
-
-def _atomic_write(path: FsPath, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 if __name__ == "__main__":

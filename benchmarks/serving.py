@@ -44,7 +44,7 @@ import torch
 from codenn.config import RunConfig
 from codenn.data import tensors
 from codenn.pathspec import PathSpec
-from codenn.runstore import RunStore
+from codenn.runstore import RunStore, atomic_write
 from codenn.scenario import scenario_from_config
 from codenn.search import Search
 
@@ -287,16 +287,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     report["goals"] = goals(report)
     out = FsPath(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = out.with_name(f".{out.name}.tmp")
-    tmp_out.write_text(json.dumps(report, indent=2) + "\n")
-    os.replace(tmp_out, out)
     table = markdown(report)
-    md = out.with_suffix(".md")
-    md.with_name(f".{md.name}.tmp").write_text(table)
-    os.replace(md.with_name(f".{md.name}.tmp"), md)
+    atomic_write(out, (json.dumps(report, indent=2) + "\n").encode())
+    atomic_write(out.with_suffix(".md"), table.encode())
     print(table)
-    print(f"wrote {out} and {md}")
+    print(f"wrote {out} and {out.with_suffix('.md')}")
     return report
 
 

@@ -245,17 +245,12 @@ def segments_from_run(run_dir: str | os.PathLike[str], service: str, *, specs: S
 
     from safetensors import safe_open
 
-    from codenn.config import from_dict
+    from codenn.evaluate import read_run
     from codenn.links import build_link
-    from codenn.runstore import RunStore
     from codenn.scenario import base_model
     from codenn.service import ServiceCard
 
-    store = RunStore(run_dir)
-    run_json = store.read_json("run.json")
-    if run_json is None or "run_config" not in run_json.get("metadata", {}):
-        raise ConfigError(f"{os.fspath(run_dir)!r} is not a codenn search run (no run.json written by `codenn search`)")
-    run = from_dict(run_json["metadata"]["run_config"])
+    store, run_json, run = read_run(run_dir)
     hosts = {h.name: h for h in run.hosts}
     if service not in hosts:
         raise ConfigError(f"run {os.fspath(run_dir)!r} has no host service {service!r}; its hosts: {sorted(hosts)}")

@@ -21,7 +21,7 @@ from codenn.blocks import BoundarySpec
 from codenn.coordinator import Coordinator, Route, RouteInfo, RoutingConfig
 from codenn.errors import ConfigError, FrozenParameterError
 from codenn.pathspec import PathSpec
-from codenn.runstore import RunStore, slug
+from codenn.runstore import slug
 from codenn.service import Service
 from codenn.transport import Transport
 from codenn_adapters.host_segment import SegmentStateError
@@ -82,17 +82,12 @@ def coordinator_from_run(
     """The local service of a ``codenn search`` run (rebuilt alone: no host model is loaded) and a
     coordinator over its original model and ``specs`` (default: the run's selected path and every
     trained cross path through a host in ``hosts``). Accuracies and nominal times come from the run."""
-    from codenn.config import from_dict
-    from codenn.evaluate import trained_path
+    from codenn.evaluate import read_run, trained_path
     from codenn.paths import Path
     from codenn.scenario import base_model
 
     hosts = dict(hosts or {})
-    store = RunStore(run_dir)
-    run_json = store.read_json("run.json")
-    if run_json is None or "run_config" not in run_json.get("metadata", {}):
-        raise ConfigError(f"{os.fspath(run_dir)!r} is not a codenn search run (no run.json written by `codenn search`)")
-    run = from_dict(run_json["metadata"]["run_config"])
+    store, run_json, run = read_run(run_dir)
     model, _ = base_model(run.local.base, log=log)
     size = run.local.base.size
     local = Service(run.local.name, model, input_shape=(3, size, size), architecture=run.local.base.model,

@@ -63,7 +63,7 @@ class Route:
                  suffix: Callable[[torch.Tensor], torch.Tensor] | None = None,
                  transport: Transport | None = None, model: str | None = None) -> None:
         remote = (prefix, suffix, transport, model)
-        if (run is None) == all(v is None for v in remote) or (run is None and any(v is None for v in remote)):
+        if any(v is None for v in remote) if run is None else any(v is not None for v in remote):
             raise ConfigError(f"route {info.spec!r} needs either run= (local) or prefix, suffix, transport and "
                               "model (through a host), not a mix")
         if (transport is not None) != (info.host is not None):

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from codenn.config import from_dict
+from codenn.config import RunConfig, from_dict
 from codenn.data import tensors
 from codenn.errors import ConfigError, FrozenParameterError
 from codenn.paths import Path
@@ -19,13 +19,20 @@ from codenn.service import Service
 from codenn.train import FeatureCache, accuracy
 
 
-def load_run(run_dir: str | FsPath, log: Callable[[str], None] = print) -> tuple[RunStore, dict[str, Any], Scenario]:
-    """A finished run's store, its run.json and its services rebuilt from the stored configuration."""
+def read_run(run_dir: str | FsPath) -> tuple[RunStore, dict[str, Any], RunConfig]:
+    """A finished run's store, its run.json and its configuration; no model is built (a host or
+    a local provider rebuilds only its own service from it)."""
     store = RunStore(run_dir)
     run_json = store.read_json("run.json")
     if run_json is None or "run_config" not in run_json.get("metadata", {}):
         raise ConfigError(f"{str(run_dir)!r} is not a codenn search run (no run.json written by `codenn search`)")
-    return store, run_json, scenario_from_config(from_dict(run_json["metadata"]["run_config"]), log=log)
+    return store, run_json, from_dict(run_json["metadata"]["run_config"])
+
+
+def load_run(run_dir: str | FsPath, log: Callable[[str], None] = print) -> tuple[RunStore, dict[str, Any], Scenario]:
+    """A finished run's store, its run.json and all its services rebuilt from the stored configuration."""
+    store, run_json, run = read_run(run_dir)
+    return store, run_json, scenario_from_config(run, log=log)
 
 
 def trained_path(store: RunStore, spec: str, services: Mapping[str, Service]) -> Path:

@@ -100,35 +100,28 @@ class Plugins:
     def link_factories(self) -> Registry[LinkFactory]:
         from codenn.links import LinkFactory
 
-        def entry(owner: str, name: str, build: Any, description: str = "") -> tuple[str, LinkFactory]:
-            _require_callable(owner, "link factory", name, build)
-            return name, LinkFactory(name, build, description)
-
-        return self._registry("link factory", "codenn_register_link_factories", entry)
+        return self._named_callables("link factory", "codenn_register_link_factories", LinkFactory)
 
     @property
     def objectives(self) -> Registry[ObjectiveEntry]:
-        def entry(owner: str, name: str, objective: Any, description: str = "") -> tuple[str, ObjectiveEntry]:
-            _require_callable(owner, "objective", name, objective)
-            return name, ObjectiveEntry(name, objective, description)
-
-        return self._registry("objective", "codenn_register_objectives", entry)
+        return self._named_callables("objective", "codenn_register_objectives", ObjectiveEntry)
 
     @property
     def runtimes(self) -> Registry[RuntimeEntry]:
-        def entry(owner: str, name: str, factory: Any, description: str = "") -> tuple[str, RuntimeEntry]:
-            _require_callable(owner, "runtime", name, factory)
-            return name, RuntimeEntry(name, factory, description)
-
-        return self._registry("runtime", "codenn_register_runtimes", entry)
+        return self._named_callables("runtime", "codenn_register_runtimes", RuntimeEntry)
 
     @property
     def transports(self) -> Registry[TransportEntry]:
-        def entry(owner: str, name: str, factory: Any, description: str = "") -> tuple[str, TransportEntry]:
-            _require_callable(owner, "transport", name, factory)
-            return name, TransportEntry(name, factory, description)
+        return self._named_callables("transport", "codenn_register_transports", TransportEntry)
 
-        return self._registry("transport", "codenn_register_transports", entry)
+    def _named_callables(self, kind: str, hook_name: str, make: Callable[[str, Any, str], Any]) -> Registry[Any]:
+        """A registry filled by ``register(name, callable, description="...")`` calls."""
+
+        def entry(owner: str, name: str, fn: Any, description: str = "") -> tuple[str, Any]:
+            _require_callable(owner, kind, name, fn)
+            return name, make(name, fn, description)
+
+        return self._registry(kind, hook_name, entry)
 
     def _registry(self, kind: str, hook_name: str, entry: Callable[..., tuple[str, Any]]) -> Registry[Any]:
         """Fill a registry from one hook, once; each ``register`` call knows its plugin."""
