@@ -76,7 +76,8 @@ def main() -> None:
     machine = {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
                "torch": torch.__version__, "device": base.train.device}
     print()
-    print("| strategy | candidates | trained in full | training sample-steps | wall s | selected | cost (exhaustive measurements) | test acc |")
+    print("| strategy | candidates | trained in full | training sample-steps | wall s | selected "
+          "| cost (exhaustive measurements) | test acc |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for row in table:
         print(f"| {row['strategy']} | {row['candidates']} | {row['trained_in_full']} | {row['train_sample_steps']:,} | "

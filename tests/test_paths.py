@@ -7,8 +7,8 @@ import torch
 import torchvision
 
 from codenn import BoundaryMismatchError, ConfigError, PathSpecError, Service
-from codenn.pathspace import PathSpace
 from codenn.paths import Path
+from codenn.pathspace import PathSpace
 from codenn.testing import check_path_trains_links_only
 
 SIZE = (3, 64, 64)

@@ -14,8 +14,8 @@ from codenn.cost import CostModel, PathMeasures, accuracy_throughput, paper_cost
 from codenn.data import split_dataset, tensors
 from codenn.paths import Path
 from codenn.search import FastConfig, Search, SearchConfig, SpaceConfig
-from codenn.train import FeatureCache, TrainConfig, accuracy, init_path_links
 from codenn.service import Service
+from codenn.train import FeatureCache, TrainConfig, accuracy, init_path_links
 from tiny import TinyCNN, fit, tiny_scenario
 
 

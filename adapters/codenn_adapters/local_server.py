@@ -75,7 +75,7 @@ def coordinator_from_run(
     *,
     hosts: Mapping[str, Transport] | None = None,
     specs: Sequence[str] = (),
-    routing: RoutingConfig = RoutingConfig(),
+    routing: RoutingConfig | None = None,
     plugins: Plugins | None = None,
     log: Callable[[str], None] = print,
 ) -> tuple[Service, Coordinator]:
@@ -122,7 +122,7 @@ def coordinator_from_run(
             raise ConfigError(f"path {spec!r} goes through host {host!r}, but no transport to it was given; "
                               f"hosts given: {sorted(hosts) or 'none'}")
         log(f"route {spec}: val accuracy {row['val_accuracy']:.3f}" + (f", through {host}" if host else ""))
-    return local, Coordinator(routes, float(run_json["original"]["val_accuracy"]), routing)
+    return local, Coordinator(routes, float(run_json["original"]["val_accuracy"]), routing or RoutingConfig())
 
 
 def _host_of(spec: str, local: str) -> str | None:

@@ -22,6 +22,7 @@ from typing import Any
 sys.path.insert(0, str(FsPath(__file__).resolve().parent))
 
 import paper_common as pc  # noqa: E402
+
 from codenn.paths import Path  # noqa: E402
 from codenn.profile import time_module  # noqa: E402
 

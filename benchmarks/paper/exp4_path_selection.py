@@ -24,6 +24,7 @@ from typing import Any
 sys.path.insert(0, str(FsPath(__file__).resolve().parent))
 
 import paper_common as pc  # noqa: E402
+
 from codenn.cost import CostModel  # noqa: E402
 from codenn.data import Splits  # noqa: E402
 from codenn.paths import Path  # noqa: E402
@@ -72,7 +73,7 @@ def run(opts: pc.Options, houts: Sequence[int] = (2, 3, 4, 5), profile_repeats: 
         if opts.export and ex.selected is not None:
             export = export_selected(lab, ex.selected["spec"], FsPath(tmp) / "exhaustive", FsPath(tmp) / "onnx", log)
     lab.verify_frozen()
-    ex, fast = searches["exhaustive"]["result"], searches["fast"]["result"]
+    ex = searches["exhaustive"]["result"]
     ex_rows = {r["spec"]: r for r in ex.rows}
     rows = [{k: r.get(k) for k in ("spec", "kind", "lout", "hin", "hout", "lin", "val_accuracy", "test_accuracy",
                                     "ls_accuracy", "t_comm_us", "t_local_us", "t_host_us", "latency_us",

@@ -33,7 +33,6 @@ from codenn.errors import ConfigError, FrozenParameterError
 from codenn.links import build_link
 from codenn.models import load_model
 from codenn.paths import Path
-from codenn.pathspec import PathSpec
 from codenn.scenario import BaseModelSpec, base_model, cache_dir, recalibrate_batchnorm, task_splits
 from codenn.service import Service
 from codenn.train import FeatureCache, LinkTrainer, TrainConfig, accuracy, init_path_links, path_seed

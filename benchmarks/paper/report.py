@@ -126,7 +126,8 @@ def exp1(r: dict[str, Any]) -> str:
     claims.append(f"- *A host recovers much of what a skip path loses*: {verdict(good)} (criterion: both trained "
                   f"hosts recover at least half of the skip path's drop at hout={ref}).")
     claims.append(f"- *...because the host is trained* (trained host above the random-weights host at hout={ref}): "
-                  f"{verdict(all(beats_random))} ({trained_accs} vs random {acc(rand)}). Paper: {acc(p['food101_hout2'])} and {acc(p['imagenet_hout2'])} vs random "
+                  f"{verdict(all(beats_random))} ({trained_accs} vs random {acc(rand)}). "
+                  f"Paper: {acc(p['food101_hout2'])} and {acc(p['imagenet_hout2'])} vs random "
                   f"{acc(p['random_host_hout2'])}.")
     mono = [s[h]["monotonic"] for h in hosts[:2]]
     which = ("both trained hosts" if all(mono) else "either trained host" if not any(mono) else

@@ -12,7 +12,6 @@ from torchvision.models import AlexNet
 
 from codenn import hookimpl
 from codenn.splitters import NamedModule, UnitSplitter
-
 from codenn_plugins._units import head
 
 

@@ -11,7 +11,6 @@ from torchvision.models import MobileNetV2, MobileNetV3
 
 from codenn import hookimpl
 from codenn.splitters import NamedModule, UnitSplitter
-
 from codenn_plugins._units import head, stage_cuts
 
 

@@ -11,7 +11,6 @@ from torchvision.models import ResNet
 
 from codenn import hookimpl
 from codenn.splitters import NamedModule, UnitSplitter
-
 from codenn_plugins._units import head, stage_cuts
 
 

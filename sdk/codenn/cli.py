@@ -160,7 +160,8 @@ def _run_config(config: str | None, **overrides: Any) -> Any:
     if train_over:
         search = dataclasses.replace(search, train=dataclasses.replace(search.train, **train_over))
     if overrides.get("latency_bound_us") is not None:
-        search = dataclasses.replace(search, cost=dataclasses.replace(search.cost, latency_bound_us=overrides.pop("latency_bound_us")))
+        bound = overrides.pop("latency_bound_us")
+        search = dataclasses.replace(search, cost=dataclasses.replace(search.cost, latency_bound_us=bound))
     if overrides.get("objective") is not None:
         search = dataclasses.replace(search, cost=dataclasses.replace(search.cost, objective=overrides.pop("objective")))
     if overrides.get("screen_keep") is not None:
@@ -288,7 +289,8 @@ def evaluate_cmd(run_dir: str) -> None:
 @cli.command("export")
 @click.argument("run_or_spec")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Directory for the ONNX files and export.json.")
-@click.option("--spec", "chosen", default=None, help="With a run directory: export this trained path instead of the selected one.")
+@click.option("--spec", "chosen", default=None,
+              help="With a run directory: export this trained path instead of the selected one.")
 @click.option("--config", "config", type=click.Path(dir_okay=False), default=None,
               help="With a path spec: TOML whose services the spec runs through (default: the embedded scenario).")
 @click.option("--untrained", is_flag=True,
@@ -349,8 +351,8 @@ def _fresh_path(spec: str, config: str | None, untrained: bool, link: str | None
     import torch
 
     from codenn.data import tensors
-    from codenn.pathspec import PathSpec
     from codenn.paths import Path
+    from codenn.pathspec import PathSpec
     from codenn.scenario import scenario_from_config, task_splits
     from codenn.service import Service
 

@@ -86,7 +86,7 @@ def replace_head(model: nn.Module, num_classes: int) -> None:
         model.reset_classifier(num_classes)  # timm
         return
     parent, name, last = None, None, None
-    for mod_name, module in model.named_modules():
+    for module in model.modules():
         for child_name, child in module.named_children():
             if isinstance(child, nn.Linear):
                 parent, name, last = module, child_name, child

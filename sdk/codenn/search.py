@@ -369,7 +369,7 @@ class Search:
             self._exhaustive(todo)
         else:
             self._fast(todo, original.cost)  # type: ignore[arg-type]
-        for name, service in self.services.items():
+        for service in self.services.values():
             service.verify_frozen()
         return self._result(specs, time.perf_counter() - t0)
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from importlib import metadata
 
+import codenn_example_plugin as plugin
 import pytest
 import torch
 
-import codenn_example_plugin as plugin
 from codenn import BoundaryMismatchError, BoundarySpec, ConfigError, Service, build_link
 from codenn.paths import Path
 from codenn.plugins import Plugins, create_plugins
