@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.codenn-installed
 
-.PHONY: demo test test-all bench bench-runtime bench-search bench-serving experiments venv clean
+.PHONY: demo test test-all lint bench bench-runtime bench-search bench-serving experiments venv clean
 
 venv: $(STAMP)
 
@@ -19,6 +19,11 @@ demo: $(STAMP)
 # pytest exits 5 when it collects nothing: treat that as a failure, not a pass.
 test: $(STAMP)
 	$(PY) -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+# ruff (lint + import order) on the whole tree; mypy --strict on sdk/ (settings in pyproject.toml).
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 test-all: $(STAMP)
 	$(PY) -m pytest -q -m ""

@@ -36,13 +36,15 @@ from torch import nn
 
 from codenn.config import RunConfig
 from codenn.errors import CodennError
+from codenn.fileio import atomic_write
 from codenn.paths import Path
 from codenn.pathspec import PathSpec
-from codenn.runstore import RunStore, atomic_write
+from codenn.runstore import RunStore
 from codenn.scenario import scenario_from_config
 from codenn.service import Service
+from codenn.timing import Samples, sample
 from codenn_adapters.onnx_export import export_path, path_ops
-from codenn_adapters.runtimes import make_runtime, sample_runtime, time_runtime, timing_of
+from codenn_adapters.runtimes import Timing, make_runtime, sample_runtime, time_runtime
 
 PAPER_SKIP = "alexnet: lout=1 lin=4"  # the paper's Experiment 2 path (1.4 ms vs 2.0 ms for AlexNet)
 
@@ -67,27 +69,25 @@ def scenario_cases(run_dir: str, log: Any) -> tuple[list[Case], str]:
     run = RunConfig()
     scenario = scenario_from_config(run, log=log)
     services = [scenario.local, *scenario.hosts]
-    store = RunStore(run_dir)
-    if store.read_json("run.json") is None:
+    if RunStore(run_dir).read_json("run.json") is None:
         log(f"no search run in {run_dir}: running the default search first (what `make demo` does)")
         Search(scenario.local, scenario.hosts, scenario.splits, run.search, run_dir=run_dir, log=log,
                metadata={"run_config": run.to_dict(), "base_models": scenario.info}).run()
-    run_json = store.read_json("run.json") or {}
-    trained = {r["spec"]: r for r in store.rows() if r.get("status") == "trained"}
+    store = RunStore.open(run_dir)
+    trained = store.trained()
     local = scenario.local.name
     cases = [Case("original", Path(f"{local}[:]", services), "none")]
     specs: list[tuple[str, str]] = [("paper Exp. 2 skip (lout=1, lin=4)", _canonical(PAPER_SKIP, services))]
-    selected = (run_json.get("selected") or {}).get("spec")
+    selected = store.selected_spec()
     if selected:
         specs.append(("selected", selected))
-    crossed = sorted((r for r in trained.values() if r.get("kind") == "cross" and r.get("cost") is not None),
-                     key=lambda r: r["cost"])
-    estimated = sorted((r for r in store.rows() if r.get("kind") == "cross" and r.get("latency_us")),
-                       key=lambda r: r["latency_us"])
+    crossed = sorted((r for r in trained.values() if r.kind == "cross" and r.cost is not None),
+                     key=lambda r: r.cost or 0.0)
+    estimated = sorted((r for r in store.rows() if r.kind == "cross" and r.latency_us), key=lambda r: r.latency_us)
     if crossed:
-        specs.append(("best trained cross path", crossed[0]["spec"]))
+        specs.append(("best trained cross path", crossed[0].spec))
     elif estimated:  # the run trained no cross path: time the one with the lowest estimated latency
-        specs.append(("fastest cross path (estimate)", estimated[0]["spec"]))
+        specs.append(("fastest cross path (estimate)", estimated[0].spec))
     for label, spec in specs:
         if spec in trained:
             path, _ = load_run_path(run_dir, spec, log=log)
@@ -148,12 +148,8 @@ def _inputs(path: Path, batch: int, n: int = 4) -> list[torch.Tensor]:
 
 
 def _repeats(runtime: Any, xs: list[torch.Tensor], wanted: int, budget_s: float) -> int:
-    """As many repeats as fit ``budget_s`` (at least 20, at most ``wanted``)."""
-    t0 = time.perf_counter()
-    runtime.run(xs[0])
-    if runtime.device.startswith("cuda"):
-        torch.cuda.synchronize()
-    per_call = max(time.perf_counter() - t0, 1e-6)
+    """As many repeats as fit ``budget_s`` (at least 20, at most ``wanted``), judged by one call."""
+    per_call = max(sample(runtime.run, xs[:1], warmup=0, repeats=1, device=runtime.device).median(), 1e-6)
     return int(max(20, min(wanted, budget_s / per_call)))
 
 
@@ -246,7 +242,7 @@ def benchmark(cases: list[Case], source: str, *, batches: list[int], repeats: in
         # Rounds interleave every case, runtime and batch, so drift (other load, clocks) hits all
         # alike; each round re-times the original model, and its per-round p50s are reported.
         runtimes: dict[tuple[int, str], Any] = {}
-        samples: dict[tuple[int, str, int], list[float]] = {}
+        samples: dict[tuple[int, str, int], list[Samples]] = {}
         round_p50: dict[tuple[int, str, int], list[float]] = {}
         errors: dict[tuple[int, str, int], str] = {}
         for r in range(rounds):
@@ -263,13 +259,13 @@ def benchmark(cases: list[Case], source: str, *, batches: list[int], repeats: in
                             runtime = runtimes[(ci, label)]
                             xs = _inputs(case.path, batch)
                             n = _repeats(runtime, xs, max(1, repeats // rounds), budget_s / rounds)
-                            times = sample_runtime(runtime, xs, warmup=min(10, n) if r == 0 else 2, repeats=n)
+                            taken = sample_runtime(runtime, xs, warmup=min(10, n) if r == 0 else 2, repeats=n)
                         except CodennError as exc:
                             log(f"  {case.label} / {label} / batch {batch}: skipped: {exc}")
                             errors[key] = str(exc)
                             continue
-                        samples.setdefault(key, []).extend(times)
-                        round_p50.setdefault(key, []).append(sorted(times)[len(times) // 2])
+                        samples.setdefault(key, []).append(taken)
+                        round_p50.setdefault(key, []).append(taken.median() * 1e3)
         for ci, case in enumerate(cases):
             stats = case.path.stats()
             for label, runtime_name, options in plan:
@@ -278,10 +274,11 @@ def benchmark(cases: list[Case], source: str, *, batches: list[int], repeats: in
                     if key in errors:
                         rows.append({"path": case.label, "runtime": label, "batch": batch, "error": errors[key]})
                         continue
-                    t = timing_of(runtimes[(ci, label)], batch, samples[key])
+                    pooled = Samples.pool(samples[key])
+                    t = Timing.of(runtimes[(ci, label)], pooled)
                     row = {"path": case.label, "spec": str(case.path.spec), "links": case.links, "runtime": label,
                            "batch": batch, "repeats": t.repeats, "p50_ms": t.p50_ms, "p95_ms": t.p95_ms,
-                           "mean_ms": t.mean_ms, "throughput_sps": batch * 1e3 / t.mean_ms,
+                           "mean_ms": t.mean_ms, "throughput_sps": pooled.throughput(),
                            "round_p50_ms": round_p50[key],
                            "local_gflops": stats.local_flops / 1e9, "host_gflops": stats.host_flops / 1e9}
                     if runtime_name.startswith("torch") and parts:

@@ -44,10 +44,10 @@ def main() -> None:
             results[strategy] = {"result": result, "wall": time.perf_counter() - t0}
 
     ex, fast = results["exhaustive"]["result"], results["fast"]["result"]
-    ex_rows = {r["spec"]: r for r in ex.rows}
+    ex_rows = {r.spec: r for r in ex.rows}
     optimum = ex.selected
     fast_pick = fast.selected
-    fast_pick_cost = ex_rows[fast_pick["spec"]]["cost"] if fast_pick else None
+    fast_pick_cost = ex_rows[fast_pick.spec].cost if fast_pick else None
     table = []
     for name in ("exhaustive", "fast"):
         r = results[name]["result"]
@@ -58,18 +58,18 @@ def main() -> None:
             "trained_in_full": r.totals["trained"],
             "train_sample_steps": r.totals["train_samples"],
             "wall_seconds": round(results[name]["wall"], 1),
-            "selected": pick["spec"] if pick else None,
-            "selected_cost_own_run": pick["cost"] if pick else None,
-            "selected_cost_on_exhaustive_measurements": ex_rows[pick["spec"]]["cost"] if pick else None,
-            "selected_test_accuracy": pick["test_accuracy"] if pick else None,
+            "selected": pick.spec if pick else None,
+            "selected_cost_own_run": pick.cost if pick else None,
+            "selected_cost_on_exhaustive_measurements": ex_rows[pick.spec].cost if pick else None,
+            "selected_test_accuracy": pick.test_accuracy if pick else None,
         })
     summary = {
         "sample_steps_ratio": table[0]["train_sample_steps"] / max(1, table[1]["train_sample_steps"]),
         "wall_time_ratio": table[0]["wall_seconds"] / max(1e-9, table[1]["wall_seconds"]),
-        "cost_gap_vs_optimum": (fast_pick_cost - optimum["cost"]) / abs(optimum["cost"]) if optimum and fast_pick else None,
-        "original_val_accuracy": ex.original["val_accuracy"],
-        "original_test_accuracy": ex.original["test_accuracy"],
-        "original_cost": ex.original["cost"],
+        "cost_gap_vs_optimum": (fast_pick_cost - optimum.cost) / abs(optimum.cost) if optimum and fast_pick else None,
+        "original_val_accuracy": ex.original.val_accuracy,
+        "original_test_accuracy": ex.original.test_accuracy,
+        "original_cost": ex.original.cost,
         "decision_exhaustive": ex.decision,
         "decision_fast": fast.decision,
     }

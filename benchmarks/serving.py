@@ -43,8 +43,9 @@ import torch
 
 from codenn.config import RunConfig
 from codenn.data import tensors
+from codenn.fileio import atomic_write
 from codenn.pathspec import PathSpec
-from codenn.runstore import RunStore, atomic_write
+from codenn.runstore import RunStore
 from codenn.scenario import scenario_from_config
 from codenn.search import Search
 
@@ -219,18 +220,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     run_dir = FsPath(args.run)
     x, y = prepare_run(run_dir, args.cross, args.epochs)
-    store = RunStore(run_dir)
-    run_json = store.read_json("run.json") or {}
-    sizes = {n: len(c["blocks"]) for n, c in run_json["services"].items()}
-    cross = str(PathSpec.parse(args.cross).resolve(sizes))
-    row = next(r for r in store.rows() if r["spec"] == cross)
+    store = RunStore.open(run_dir)
+    cross = str(PathSpec.parse(args.cross).resolve(store.block_counts()))
+    row = store.trained()[cross]
     local_name = PathSpec.parse(cross).local
     host_name = next(s.service for s in PathSpec.parse(cross).segments if s.service != local_name)
     report: dict[str, Any] = {
         "benchmark": "serving", "device": f"CPU ({platform.machine()}, {os.cpu_count()} cores; local and host "
                                           "server pinned to one core each, 1 torch thread)",
-        "torch": torch.__version__, "cross_path": cross, "cross_val_accuracy": row["val_accuracy"],
-        "original_val_accuracy": run_json["original"]["val_accuracy"], "duration_s": args.duration, "runs": {},
+        "torch": torch.__version__, "cross_path": cross, "cross_val_accuracy": row.val_accuracy,
+        "original_val_accuracy": store.original().val_accuracy, "duration_s": args.duration, "runs": {},
     }
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = FsPath(tmp_name)

@@ -357,6 +357,7 @@ def test_cli_exports_a_run_directory(tiny, tmp_path, monkeypatch) -> None:
     from codenn.cli import cli
     from codenn.config import RunConfig, ServiceConfig
     from codenn.data import split_dataset
+    from codenn.rows import PathRow
     from codenn.runstore import RunStore
     from codenn.scenario import DEFAULT_HOST, DEFAULT_LOCAL, Scenario
 
@@ -371,7 +372,7 @@ def test_cli_exports_a_run_directory(tiny, tmp_path, monkeypatch) -> None:
     store.save_links(spec, path.links, {"spec": spec, "link_factories": list(path.link_factories),
                                         "link_options": {}, "fingerprints": {"t": local.fingerprint(),
                                                                              "u": host.fingerprint()}})
-    store.append_row({"spec": spec, "status": "trained", "test_accuracy": 0.5})
+    store.append_row(PathRow(spec=spec, kind="cross", status="trained", test_accuracy=0.5))
     res = CliRunner().invoke(cli, ["export", str(tmp_path / "run"), "--out", str(tmp_path / "onnx")])
     assert res.exit_code == 0, res.output
     manifest = json.loads((tmp_path / "onnx" / "export.json").read_text())

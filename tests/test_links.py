@@ -57,7 +57,7 @@ def test_all_factories_registered(link_plugins: Plugins) -> None:
     assert set(FACTORIES) <= set(link_plugins.link_factories.names())
     for name in FACTORIES:
         assert link_plugins.link_factories.owner(name) == links_module.__name__
-        assert link_plugins.link_factories.get(name).description
+        assert link_plugins.link_factories.entry(name).description
 
 
 @pytest.mark.parametrize("factory", FACTORIES)

@@ -18,6 +18,7 @@ from codenn.coordinator import Coordinator, Route, RouteInfo, RoutingConfig
 from codenn.cost import CostModel
 from codenn.errors import ConfigError
 from codenn.paths import Path
+from codenn.rows import PathRow
 from codenn.runstore import RunStore, slug
 from codenn.scenario import DEFAULT_HOST, DEFAULT_LOCAL
 from codenn_adapters import oip
@@ -55,7 +56,7 @@ def run_dir(tmp_path, monkeypatch):
         store.save_links(spec, path.links, {"spec": spec, "link_factories": list(path.link_factories),
                                             "link_options": {}, "fingerprints": {n: s.fingerprint()
                                                                                  for n, s in path.services.items()}})
-        store.append_row(r)
+        store.append_row(PathRow.from_dict(r))
     return tmp_path / "run"
 
 

@@ -94,3 +94,21 @@ def test_multi_host_chain_has_no_paper_form() -> None:
     assert spec.hosts == ("mobilenet_v2", "resnet")
     with pytest.raises(PathSpecError, match="no lout/hin/hout/lin form"):
         spec.paper_form()
+
+
+def test_one_host_visit_reads_the_cross_shape_once() -> None:
+    from codenn.errors import ConfigError, PathShapeError
+    from codenn.pathspec import HostVisit
+
+    spec = PathSpec.parse("alexnet[:1] > mobilenet_v2[1:] > alexnet[5:]")
+    assert spec.one_host_visit(BLOCKS, local="alexnet", host="mobilenet_v2") == HostVisit(
+        "alexnet", "mobilenet_v2", lout=0, hin=1, hout=6, lin=5)
+    with pytest.raises(PathSpecError, match="open-ended; pass 'mobilenet_v2'"):
+        spec.one_host_visit()
+    for other in ("alexnet[:2] > alexnet[4:]", "alexnet[:1] > mobilenet_v2[1:3] > resnet[2:4] > alexnet[5:]"):
+        with pytest.raises(PathShapeError, match="not local > host > local .*one-visit cross path"):
+            PathSpec.parse(other).one_host_visit(BLOCKS)
+    with pytest.raises(ConfigError, match="for local service 'resnet'"):  # a PathShapeError is a ConfigError too
+        spec.one_host_visit(BLOCKS, local="resnet")
+    with pytest.raises(PathShapeError, match="visits host 'mobilenet_v2', but the service given is 'resnet'"):
+        spec.one_host_visit(BLOCKS, host="resnet")

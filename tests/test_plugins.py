@@ -77,8 +77,7 @@ def test_register_link_factories_hook(bare_plugins) -> None:
                 description="pool then 1x1 conv")
 
     bare_plugins.register(Plugin(), name="pool-links")
-    factory = bare_plugins.link_factories.get("pool1x1")
-    assert factory.description == "pool then 1x1 conv"
+    assert bare_plugins.link_factories.entry("pool1x1").description == "pool then 1x1 conv"
     link = build_link(BoundarySpec((8, 8, 8)), BoundarySpec((4, 2, 2)), "pool1x1", plugins=bare_plugins)
     assert link(torch.randn(3, 8, 8, 8)).shape == (3, 4, 2, 2)
 
@@ -174,7 +173,7 @@ def test_every_hookspec_is_documented() -> None:
 
 def test_blocksplitter_is_abstract() -> None:
     with pytest.raises(TypeError):
-        BlockSplitter()  # type: ignore[abstract]
+        BlockSplitter()  # type: ignore[abstract]  # instantiating the ABC is the point
 
 
 def test_register_objectives_hook(bare_plugins) -> None:
@@ -186,8 +185,8 @@ def test_register_objectives_hook(bare_plugins) -> None:
             register("latency_only", lambda m, la, model: m.latency_us, description="fastest path wins")
 
     bare_plugins.register(Plugin(), name="latency-objective")
-    entry = bare_plugins.objectives.get("latency_only")
+    entry = bare_plugins.objectives.entry("latency_only")
     m = PathMeasures("p", 0.9, 10.0, 100.0, 50.0, 0.1, 0.1, 1.0, 1.0)
-    assert entry.fn(m, 0.9, CostModel()) == 160.0
+    assert entry.obj(m, 0.9, CostModel()) == 160.0
     assert entry.description == "fastest path wins"
     assert bare_plugins.objectives.owner("latency_only") == "latency-objective"

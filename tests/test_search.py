@@ -10,10 +10,11 @@ import torch
 from torch.utils.data import TensorDataset
 
 from codenn import ConfigError, UnknownNameError
+from codenn.config import FastConfig, SearchConfig, SpaceConfig
 from codenn.cost import CostModel, PathMeasures, accuracy_throughput, paper_cost
 from codenn.data import split_dataset, tensors
 from codenn.paths import Path
-from codenn.search import FastConfig, Search, SearchConfig, SpaceConfig
+from codenn.search import Search
 from codenn.service import Service
 from codenn.train import FeatureCache, TrainConfig, accuracy, init_path_links
 from tiny import TinyCNN, fit, tiny_scenario
@@ -90,13 +91,14 @@ def test_fast_pruning_never_drops_the_exhaustive_optimum(scenario, tmp_path) -> 
     assert ex.totals["trained"] == ex.totals["paths"] == len(ex.rows)
     best = ex.selected
     assert best is not None
-    row = next(r for r in fast.rows if r["spec"] == best["spec"])
-    assert "lower bound" not in row["reason"] and "latency" not in row["reason"]
+    row = next(r for r in fast.rows if r.spec == best.spec)
+    assert "lower bound" not in row.reason and "latency" not in row.reason
     assert fast.totals["train_samples"] < ex.totals["train_samples"] / 2
-    assert {r["spec"] for r in fast.rows} == {r["spec"] for r in ex.rows}
+    assert {r.spec for r in fast.rows} == {r.spec for r in ex.rows}
     for r in ex.rows:  # each row carries every term of eq. (1)
-        assert r["cost"] == pytest.approx(sum(r[k] for k in ("accuracy_term", "comm_term", "local_time_term",
-                                                              "host_time_term", "local_compute_term", "host_compute_term")))
+        assert r.cost == pytest.approx(sum(getattr(r, k) for k in ("accuracy_term", "comm_term", "local_time_term",
+                                                                   "host_time_term", "local_compute_term",
+                                                                   "host_compute_term")))
 
 
 def test_search_writes_run_directory_and_keeps_services_frozen(scenario, tmp_path) -> None:
@@ -110,7 +112,7 @@ def test_search_writes_run_directory_and_keeps_services_frozen(scenario, tmp_pat
     assert {r["status"] for r in rows} == {"trained", "pruned"}
     assert all(r["reason"] for r in rows if r["status"] == "pruned")
     run = json.loads((tmp_path / "run" / "run.json").read_text())
-    assert run["selected"]["spec"] == result.selected["spec"] and run["decision"] == result.decision
+    assert run["selected"]["spec"] == result.selected.spec and run["decision"] == result.decision
     assert (tmp_path / "run" / "pareto.png").stat().st_size > 1000
     assert result.pareto and set(result.pareto) <= {r["spec"] for r in rows if r["status"] == "trained"}
     trained = [r for r in rows if r["status"] == "trained"]
@@ -143,8 +145,8 @@ def test_resumed_search_matches_an_uninterrupted_one(scenario, tmp_path) -> None
     assert any("3 paths already final" in line for line in logs)
     assert resumed.totals["train_samples"] == full.totals["train_samples"]
     assert resumed.totals["train_samples_this_session"] == full.totals["train_samples"] - 3 * 2 * len(splits.train)
-    acc = {r["spec"]: r["val_accuracy"] for r in full.rows}
-    assert {r["spec"]: r["val_accuracy"] for r in resumed.rows} == acc
+    acc = {r.spec: r.val_accuracy for r in full.rows}
+    assert {r.spec: r.val_accuracy for r in resumed.rows} == acc
     other = config(strategy="exhaustive", space=SpaceConfig(cross=False), link="conv3x3")
     with pytest.raises(ConfigError, match="different configuration"):
         Search(local, [host], splits, other, plugins=plugins, run_dir=tmp_path, log=lambda s: None).run()

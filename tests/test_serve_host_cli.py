@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from codenn.cli import cli
 from codenn.config import from_dict
 from codenn.paths import Path
+from codenn.rows import PathRow
 from codenn.runstore import RunStore
 from codenn_adapters import oip
 
@@ -65,8 +66,8 @@ def test_serve_host_serves_a_runs_cross_paths(runner, tmp_path, monkeypatch) -> 
     canonical = str(path.spec)
     store.save_links(canonical, path.links, {"link_factories": list(path.link_factories), "link_options": {},
                                              "fingerprints": {"mnv3": local.fingerprint(), "host": host.fingerprint()}})
-    store.append_row({"spec": canonical, "status": "trained"})
-    store.append_row({"spec": "mnv3[:2] > mnv3[4:]", "status": "trained"})  # a skip path: nothing for the host
+    store.append_row(PathRow(spec=canonical, kind="cross", status="trained"))
+    store.append_row(PathRow(spec="mnv3[:2] > mnv3[4:]", kind="skip", status="trained"))  # a skip path: nothing for the host
     store.write_json("run.json", {"services": {"mnv3": local.card.to_dict(), "host": host.card.to_dict()},
                                   "metadata": {"run_config": run.to_dict()}})
     res = runner.invoke(cli, ["serve-host", "--run", "run", "--service", "host", "--token-file", "tokens.json", "--check"])

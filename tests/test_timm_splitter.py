@@ -150,7 +150,7 @@ def test_bad_block_counts(splitter: TimmFeatureSplitter) -> None:
     model = make("regnetx_002")
     for bad in (0, -1, 7, 2.0):
         with pytest.raises(SplitError, match=r"valid block counts are 1\.\.6"):
-            splitter.split(model, bad)  # type: ignore[arg-type]
+            splitter.split(model, bad)  # type: ignore[arg-type]  # the wrong type is the point
 
 
 def test_only_timm_models_with_feature_info(splitter: TimmFeatureSplitter) -> None:

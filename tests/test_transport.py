@@ -48,7 +48,7 @@ def test_host_reply_comm_time() -> None:
     assert reply.comm_s == pytest.approx(0.03)
     assert HostReply(torch.zeros(1), 0.05, 0.04).comm_s == 0.0
     with pytest.raises(AttributeError):
-        reply.round_trip_s = 1.0  # type: ignore[misc]
+        reply.round_trip_s = 1.0  # type: ignore[misc]  # writing a frozen field is the point
 
 
 # -- OIP messages ---------------------------------------------------------------------------------
@@ -235,7 +235,7 @@ def test_http_maps_host_answers_to_the_failure_contract(h) -> None:
 
 
 def test_register_transports_hook(bare_plugins, segment) -> None:
-    from codenn import ConfigError, DuplicateNameError, UnknownNameError, hookimpl
+    from codenn import DuplicateNameError, PluginError, UnknownNameError, hookimpl
 
     class Throwaway:
         @hookimpl
@@ -245,9 +245,10 @@ def test_register_transports_hook(bare_plugins, segment) -> None:
 
     bare_plugins.register(Throwaway(), name="throwaway")
     assert bare_plugins.transports.owner("sim") == "throwaway"
-    assert bare_plugins.transports.get("sim").description == "simulated host"
+    assert bare_plugins.transports.entry("sim").description == "simulated host"
     assert isinstance(make_transport("sim", plugins=bare_plugins, segments=segment), InProcessTransport)
-    with pytest.raises(ConfigError, match="lacks the codenn.transport.Transport methods"):
+    wrong_kind = r"'not-a-transport' \(plugin 'throwaway'\) returned object; it must return a codenn.transport.Transport"
+    with pytest.raises(PluginError, match=wrong_kind):
         make_transport("not-a-transport", plugins=bare_plugins)
     with pytest.raises(UnknownNameError, match="Available names: 'not-a-transport', 'sim'"):
         make_transport("carrier-pigeon", plugins=bare_plugins)

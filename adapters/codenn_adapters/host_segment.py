@@ -22,15 +22,16 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path as FsPath
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import nn
 
 from codenn.blocks import BoundarySpec
-from codenn.errors import BoundaryMismatchError, CodennError, ConfigError, FrozenParameterError
+from codenn.errors import BoundaryMismatchError, CodennError, ConfigError
 from codenn.pathspec import PathSpec
 from codenn.runstore import slug
+from codenn.served import Served
 from codenn.service import Service
 
 if TYPE_CHECKING:
@@ -41,19 +42,9 @@ class SegmentStateError(CodennError):
     """A split-training call that does not fit the segment's state (unknown or expired step id)."""
 
 
-def cross_shape(spec: PathSpec) -> tuple[str, str]:
-    """``(local, host)`` for a path ``local > host > local``; a ConfigError for any other shape."""
-    segs = spec.segments
-    kinds = [s.service == spec.local for s in segs]
-    if len(segs) != 3 or kinds != [True, False, True]:
-        raise ConfigError(
-            f"path {str(spec)!r} is not a one-visit cross path (local > host > local); a host segment and "
-            "split training need exactly that shape, e.g. 'alexnet[:1] > mobilenet_v2[1:4] > alexnet[5:]'")
-    return spec.local, segs[1].service
-
-
 class HostSegment:
-    """One served cross path on the host: ``exit_link(host[hin:hout+1](entry_link(x)))``."""
+    """One served cross path on the host: ``exit_link(host[hin:hout+1](entry_link(x)))``; a
+    :class:`codenn.served.ServedModel`."""
 
     def __init__(
         self,
@@ -70,15 +61,13 @@ class HostSegment:
         device: str = "cpu",
     ) -> None:
         self.spec = PathSpec.parse(spec) if isinstance(spec, str) else spec
-        local, host = cross_shape(self.spec)
-        if host != service.name:
-            raise ConfigError(f"path {str(self.spec)!r} visits host {host!r}, but the service given is {service.name!r}")
+        # the service given must be the path's host (PathShapeError, a ConfigError, otherwise)
+        visit = self.spec.one_host_visit({service.name: service.num_blocks}, host=service.name)
         if lr <= 0 or weight_decay < 0 or max_pending < 1:
             raise ConfigError(f"lr={lr!r} must be > 0, weight_decay={weight_decay!r} >= 0, max_pending={max_pending!r} >= 1")
-        seg = self.spec.segments[1]
-        self.local_name = local
+        self.local_name = visit.local
         self.service = service
-        self.hin, self.stop = seg.start, seg.end(service.num_blocks)
+        self.hin, self.stop = visit.hin, visit.hout + 1
         self.input_spec, self.output_spec = input_spec, output_spec
         self.device = torch.device(device)
         self.links = nn.ModuleList([entry_link, exit_link]).to(self.device)
@@ -109,10 +98,11 @@ class HostSegment:
     @classmethod
     def from_path(cls, path: Path, **options: Any) -> HostSegment:
         """The host part of an in-process :class:`codenn.paths.Path` (links are copied)."""
-        local, host = cross_shape(path.spec)
+        services = cast(Mapping[str, Service], path.services)  # a Path holds Services in an nn.ModuleDict
+        host = path.spec.one_host_visit({name: s.num_blocks for name, s in services.items()}).host
         if path.link_sides != (host, host):
             raise ConfigError(f"path {path.spec}: both links must live on host {host!r}, sides are {path.link_sides}")
-        return cls(path.spec, path.services[host], copy.deepcopy(path.links[0]),  # type: ignore[arg-type]
+        return cls(path.spec, services[host], copy.deepcopy(path.links[0]),
                    copy.deepcopy(path.links[1]), input_spec=path.link_specs[0][0],
                    output_spec=path.link_specs[1][1], **options)
 
@@ -133,7 +123,7 @@ class HostSegment:
                                         f"of shape [-1, {', '.join(map(str, self.input_spec.shape))}]")
         self.input_spec.check(x, f"input to host segment {self.name!r}")
 
-    def infer(self, x: torch.Tensor) -> tuple[torch.Tensor, float]:
+    def serve(self, x: torch.Tensor) -> Served:
         """The segment's output (on CPU) and the compute seconds it took."""
         self.check_input(x)
         with self._lock:
@@ -141,7 +131,12 @@ class HostSegment:
             self.links.eval()
             with torch.inference_mode():
                 y = self._forward(x.to(self.device)).cpu()
-            return y, time.perf_counter() - t0
+            return Served(y, time.perf_counter() - t0)
+
+    def infer(self, x: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """:meth:`serve` as ``(output, seconds)``, for callers that unpack a pair."""
+        served = self.serve(x)
+        return served.output, served.seconds
 
     def train_forward(self, x: torch.Tensor, step: int) -> tuple[torch.Tensor, float]:
         """Forward with autograd into the links; the graph waits under ``step`` for its gradient."""
@@ -218,7 +213,7 @@ class HostSegment:
 
     def save_links(self, file: str | os.PathLike[str]) -> None:
         """Write the host-side link weights as safetensors (atomically), keyed as :meth:`link_state`."""
-        from codenn.runstore import atomic_tensors
+        from codenn.fileio import atomic_tensors
 
         atomic_tensors(FsPath(file), self.link_state(), metadata={"spec": str(self.spec), "side": self.service.name})
 
@@ -243,21 +238,16 @@ def segments_from_run(run_dir: str | os.PathLike[str], service: str, *, specs: S
     path. ``lr``/``weight_decay`` for split training default to the run's training config."""
     from dataclasses import replace
 
-    from safetensors import safe_open
-
-    from codenn.evaluate import read_run
     from codenn.links import build_link
+    from codenn.runstore import RunStore
     from codenn.scenario import base_model
-    from codenn.service import ServiceCard
 
-    store, run_json, run = read_run(run_dir)
+    store = RunStore.open(run_dir)
+    run = store.run_config()
     hosts = {h.name: h for h in run.hosts}
     if service not in hosts:
         raise ConfigError(f"run {os.fspath(run_dir)!r} has no host service {service!r}; its hosts: {sorted(hosts)}")
-    cards = run_json.get("services", {})
-    if run.local.name not in cards:
-        raise ConfigError(f"run.json of {os.fspath(run_dir)!r} has no service card for {run.local.name!r}")
-    local_card = ServiceCard.from_dict(cards[run.local.name])
+    local_card = store.service_card(run.local.name)
     lr = run.search.train.lr if lr is None else lr
     weight_decay = run.search.train.weight_decay if weight_decay is None else weight_decay
     size = run.local.base.size
@@ -268,28 +258,21 @@ def segments_from_run(run_dir: str | os.PathLike[str], service: str, *, specs: S
     wanted = {str(PathSpec.parse(s).resolve(sizes)) for s in specs}
     fingerprint = svc.fingerprint()
     out = []
-    for row in store.rows():
-        if row.get("status") != "trained":
-            continue
-        spec = PathSpec.parse(row["spec"])
+    for trained in store.trained():
+        spec = PathSpec.parse(trained)
         if len(spec.segments) != 3 or spec.segments[1].service != service or spec.segments[0].service != run.local.name:
             continue
-        if wanted and row["spec"] not in wanted:
+        if wanted and trained not in wanted:
             continue
-        manifest = json.loads(store.links_file(row["spec"]).with_suffix(".json").read_text())
-        expected = manifest["fingerprints"].get(service)
-        if expected is not None and fingerprint != expected:
-            raise FrozenParameterError(
-                f"service {service!r} is not the one path {row['spec']!r} was trained on (fingerprint "
-                f"{fingerprint[:12]}… != {expected[:12]}…)")
-        lout, lin = spec.segments[0].end(local_card.num_blocks) - 1, spec.segments[2].start
-        hin, stop = spec.segments[1].start, spec.segments[1].end(svc.num_blocks)
+        store.check_trained_on(trained, {service: fingerprint})
+        manifest = store.manifest(trained)
+        visit = spec.one_host_visit(sizes)
+        lout, lin, hin, stop = visit.lout, visit.lin, visit.hin, visit.hout + 1
         src, dst = local_card.output_of(lout), local_card.input_of(lin)
         factories, opts = manifest["link_factories"], manifest.get("link_options", {})
         entry = build_link(src, svc.card.input_of(hin), factories[0], **opts)
         exit_ = build_link(svc.card.output_of(stop - 1), dst, factories[1], **opts)
-        with safe_open(str(store.links_file(row["spec"])), framework="pt") as fh:
-            state = {k: fh.get_tensor(k) for k in fh.keys() if k.startswith(("0.", "1."))}  # host-side links only
+        state = store.load_links(trained, prefixes=("0.", "1."))  # host-side links only
         seg = HostSegment(spec, svc, entry, exit_, input_spec=src, output_spec=dst, device=device, lr=lr,
                           weight_decay=weight_decay, **options)
         seg.load_link_state(state)

@@ -1,6 +1,7 @@
 """A host provider's server: Open Inference Protocol v2 over FastAPI (run with uvicorn).
 
-Endpoints (``{name}`` is a served :class:`~codenn_adapters.host_segment.HostSegment`'s name):
+Endpoints (``{name}`` is a served model's name: a :class:`codenn.served.ServedModel` such as a
+:class:`~codenn_adapters.host_segment.HostSegment`):
 
 =====================================  =========================================================
 ``GET  /v2/health/live``, ``/ready``   liveness / readiness (no token needed)
@@ -37,9 +38,10 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from codenn.errors import BoundaryMismatchError, ConfigError
+from codenn.errors import BoundaryMismatchError, CodennError, ConfigError
+from codenn.served import Served, ServedModel
 from codenn_adapters import oip
-from codenn_adapters.host_segment import HostSegment, SegmentStateError
+from codenn_adapters.host_segment import SegmentStateError
 
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 """Default request size cap (64 MiB): a batch of 256 AlexNet conv1 boundaries is about 48 MiB."""
@@ -47,8 +49,9 @@ DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 log = logging.getLogger("codenn.host")
 
 
-class HttpError(Exception):
-    """An answer other than 200, with its OIP error message."""
+class HttpError(CodennError):
+    """An answer other than 200, with its OIP error message: raised inside the server's handlers
+    and turned into ``{"error": message}`` with ``status`` (the client sees HostRejectedError)."""
 
     def __init__(self, status: int, message: str, headers: Mapping[str, str] | None = None) -> None:
         super().__init__(message)
@@ -75,7 +78,7 @@ def check_tokens(tokens: Any, where: str = "tokens") -> dict[str, str]:
 
 
 def create_app(
-    segments: Sequence[HostSegment] | Mapping[str, HostSegment],
+    segments: Sequence[ServedModel] | Mapping[str, ServedModel],
     *,
     tokens: Mapping[str, str],
     max_bytes: int = DEFAULT_MAX_BYTES,
@@ -90,7 +93,7 @@ def create_app(
     ``training_refused`` (a reason), the split-training endpoints answer 409 with that reason
     after the token check: several replicas each hold their own pending graphs and optimizer.
     """
-    models: dict[str, HostSegment] = {}
+    models: dict[str, ServedModel] = {}
     for key, seg in (segments.items() if isinstance(segments, Mapping) else ((s.name, s) for s in segments)):
         if key in models:
             raise ConfigError(f"two segments are both named {key!r}; serve each path once")
@@ -134,7 +137,7 @@ def create_app(
         raise HttpError(401, "missing or invalid bearer token: send 'Authorization: Bearer TOKEN' with the token "
                              "this host registered for your provider", {"WWW-Authenticate": "Bearer"})
 
-    def model_of(name: str) -> HostSegment:
+    def model_of(name: str) -> ServedModel:
         if name not in models:
             raise HttpError(404, f"model {name!r} not found; this host serves {sorted(models)}")
         return models[name]
@@ -151,7 +154,7 @@ def create_app(
             chunks.append(chunk)
         return b"".join(chunks)
 
-    async def decode(request: Request, seg: HostSegment, tensor: str) -> tuple[oip.InferRequestHeader, torch.Tensor]:
+    async def decode(request: Request, seg: ServedModel, tensor: str) -> tuple[oip.InferRequestHeader, torch.Tensor]:
         body = await body_of(request)
         try:
             header, tensors = oip.decode_request(body, request.headers.get(oip.HEADER_LENGTH))
@@ -161,7 +164,7 @@ def create_app(
             raise HttpError(422, f"model {seg.name!r} takes one input named {tensor!r}; got {list(tensors)}")
         return header, tensors[tensor]
 
-    def check_shape(seg: HostSegment, x: torch.Tensor, spec_shape: Sequence[int], dtype: str, what: str) -> None:
+    def check_shape(seg: ServedModel, x: torch.Tensor, spec_shape: Sequence[int], dtype: str, what: str) -> None:
         expected = [-1, *spec_shape]
         if x.dim() != len(expected) or x.shape[0] < 1 or list(x.shape[1:]) != list(spec_shape) \
                 or str(x.dtype).removeprefix("torch.") != dtype:
@@ -169,7 +172,7 @@ def create_app(
                                  f"{oip.datatype_of(dtype)}; received shape {list(x.shape)} and datatype "
                                  f"{oip.datatype_of(x.dtype)}")
 
-    def trainable(name: str, request: Request) -> tuple[str, HostSegment]:
+    def trainable(name: str, request: Request) -> tuple[str, ServedModel]:
         provider = provider_of(request)
         seg = model_of(name)
         if training_refused is not None:
@@ -182,7 +185,7 @@ def create_app(
             raise HttpError(422, f"split training needs an integer parameters.step >= 0; got {step!r}")
         return step
 
-    def reply(seg: HostSegment, header: oip.InferRequestHeader, y: torch.Tensor, params: dict[str, Any]) -> Response:
+    def reply(seg: ServedModel, header: oip.InferRequestHeader, y: torch.Tensor, params: dict[str, Any]) -> Response:
         body, headers = oip.encode_response(seg.name, {"output": y}, parameters=params,
                                             binary=oip.wants_binary_output(header), request_id=header.id)
         return Response(body, headers=headers)
@@ -227,10 +230,8 @@ def create_app(
         seg = model_of(name)
         header, x = await decode(request, seg, "input")
         check_shape(seg, x, seg.input_spec.shape, seg.input_spec.dtype, "input 'input'")
-        # a served model returns (output, compute seconds) or, like the local provider's
-        # coordinated model, (output, compute seconds, extra response parameters)
-        y, seconds, *extra = await compute(lambda: seg.infer(x))
-        return reply(seg, header, y, {"host_compute_s": seconds, **(extra[0] if extra else {})})
+        served: Served = await compute(lambda: seg.serve(x))
+        return reply(seg, header, served.output, {"host_compute_s": served.seconds, **served.parameters})
 
     @app.post("/v2/models/{name}/train/forward")
     async def train_forward(name: str, request: Request) -> Response:

@@ -19,9 +19,11 @@ import torch
 
 from codenn.blocks import BoundarySpec
 from codenn.coordinator import Coordinator, Route, RouteInfo, RoutingConfig
-from codenn.errors import ConfigError, FrozenParameterError
+from codenn.errors import ConfigError
 from codenn.pathspec import PathSpec
+from codenn.rows import PathRow
 from codenn.runstore import slug
+from codenn.served import Served
 from codenn.service import Service
 from codenn.transport import Transport
 from codenn_adapters.host_segment import SegmentStateError
@@ -31,7 +33,7 @@ if TYPE_CHECKING:
 
 
 class CoordinatedModel:
-    """A served model (the host server's contract) backed by a coordinator."""
+    """A :class:`codenn.served.ServedModel` backed by a coordinator; inference only."""
 
     steps_trained = 0
 
@@ -42,10 +44,11 @@ class CoordinatedModel:
         self.input_spec: BoundarySpec = service.input_spec
         self.output_spec: BoundarySpec = service.card.boundaries[-1]
 
-    def infer(self, x: torch.Tensor) -> tuple[torch.Tensor, float, dict[str, Any]]:
+    def serve(self, x: torch.Tensor) -> Served:
+        """The routed output; the response parameters say which route served it and how."""
         t0 = time.perf_counter()
         y, d = self.coordinator.infer(x)
-        return y, time.perf_counter() - t0, {"route": d.route, "offloaded": d.offloaded, "fallback": d.fallback}
+        return Served(y, time.perf_counter() - t0, {"route": d.route, "offloaded": d.offloaded, "fallback": d.fallback})
 
     def metadata(self) -> dict[str, Any]:
         from codenn_adapters.oip import datatype_of
@@ -59,15 +62,24 @@ class CoordinatedModel:
                                "routes": json.dumps([r.info.spec for r in self.coordinator.routes]),
                                "stats": json.dumps(self.coordinator.stats())}}
 
-    def train_forward(self, x: torch.Tensor, step: int) -> Any:
-        raise SegmentStateError(f"{self.name!r} is a local provider's service: it serves inference only")
+    def train_forward(self, x: torch.Tensor, step: int) -> tuple[torch.Tensor, float]:
+        raise self._inference_only()
 
-    train_backward = train_forward
+    def train_backward(self, step: int, grad: torch.Tensor) -> float:
+        raise self._inference_only()
+
+    def save_links(self, file: str | os.PathLike[str]) -> None:
+        raise self._inference_only()
+
+    def _inference_only(self) -> SegmentStateError:
+        return SegmentStateError(f"{self.name!r} is a local provider's service: it serves inference only")
 
 
-def _info(row: Mapping[str, Any], host: str | None = None) -> RouteInfo:
-    return RouteInfo(row["spec"], float(row["val_accuracy"]), float(row["t_local_us"]), float(row["t_host_us"]),
-                     float(row["t_comm_us"]), float(row["local_gflops"]), float(row["host_gflops"]), host)
+def _info(row: PathRow, host: str | None = None) -> RouteInfo:
+    if row.val_accuracy is None:
+        raise ConfigError(f"path {row.spec!r} ({row.status}) has no validation accuracy in the run: it cannot be routed")
+    return RouteInfo(row.spec, float(row.val_accuracy), float(row.t_local_us), float(row.t_host_us),
+                     float(row.t_comm_us), float(row.local_gflops), float(row.host_gflops), host)
 
 
 def coordinator_from_run(
@@ -82,51 +94,47 @@ def coordinator_from_run(
     """The local service of a ``codenn search`` run (rebuilt alone: no host model is loaded) and a
     coordinator over its original model and ``specs`` (default: the run's selected path and every
     trained cross path through a host in ``hosts``). Accuracies and nominal times come from the run."""
-    from codenn.evaluate import read_run, trained_path
     from codenn.paths import Path
+    from codenn.runstore import RunStore
     from codenn.scenario import base_model
 
     hosts = dict(hosts or {})
-    store, run_json, run = read_run(run_dir)
+    store = RunStore.open(run_dir)
+    run = store.run_config()
     model, _ = base_model(run.local.base, log=log)
     size = run.local.base.size
     local = Service(run.local.name, model, input_shape=(3, size, size), architecture=run.local.base.model,
                     plugins=plugins)
-    cards = run_json.get("services", {})
-    sizes = {name: int(len(card["blocks"])) for name, card in cards.items()}
-    trained = {r["spec"]: r for r in store.rows() if r.get("status") == "trained"}
+    trained = store.trained()
     original = f"{local.name}[:]"
     if specs:  # the original model is always served; naming it alone serves nothing else
+        sizes = store.block_counts()
         wanted = [w for w in (str(PathSpec.parse(s).resolve(sizes)) for s in specs) if w != original]
     else:
-        selected = (run_json.get("selected") or {}).get("spec")
+        selected = store.selected_spec()
         wanted = [selected] if selected else []
-        wanted += [s for s, r in trained.items() if r.get("kind") == "cross" and _host_of(s, local.name) in hosts
+        wanted += [s for s, r in trained.items() if r.kind == "cross" and _host_of(s, local.name) in hosts
                    and s not in wanted]
-    routes = [Route.local(Path(original, [local]), _info(run_json["original"]))]
+    nominal = _info(store.original())
+    routes = [Route.local(Path(original, [local]), nominal)]
     for spec in wanted:
         if spec not in trained:
             raise ConfigError(f"run {os.fspath(run_dir)!r} has no trained path {spec!r}; trained: {sorted(trained) or 'none'}")
         row = trained[spec]
         host = _host_of(spec, local.name)
-        manifest = json.loads(store.links_file(spec).with_suffix(".json").read_text())
-        expected = manifest["fingerprints"].get(local.name)
-        if expected is not None and expected != local.fingerprint():
-            raise FrozenParameterError(f"service {local.name!r} is not the one path {spec!r} was trained on "
-                                       f"(fingerprint {local.fingerprint()[:12]}… != {expected[:12]}…)")
         if host is None:
-            routes.append(Route.local(trained_path(store, spec, {local.name: local}), _info(row)))
+            routes.append(Route.local(store.trained_path(spec, {local.name: local}), _info(row)))
         elif host in hosts:
+            store.check_trained_on(spec, {local.name: local.fingerprint()})
             routes.append(Route.through_host(local, spec, hosts[host], slug(spec), _info(row, host)))
         else:
             raise ConfigError(f"path {spec!r} goes through host {host!r}, but no transport to it was given; "
                               f"hosts given: {sorted(hosts) or 'none'}")
-        log(f"route {spec}: val accuracy {row['val_accuracy']:.3f}" + (f", through {host}" if host else ""))
-    return local, Coordinator(routes, float(run_json["original"]["val_accuracy"]), routing or RoutingConfig())
+        log(f"route {spec}: val accuracy {row.val_accuracy:.3f}" + (f", through {host}" if host else ""))
+    return local, Coordinator(routes, nominal.accuracy, routing or RoutingConfig())
 
 
 def _host_of(spec: str, local: str) -> str | None:
-    others = {s.service for s in PathSpec.parse(spec).segments if s.service != local}
-    if len(others) > 1:
-        raise ConfigError(f"path {spec!r} visits several hosts {sorted(others)}; codenn serve routes one-host paths")
-    return next(iter(others), None)
+    """The host a path visits (None for a local path); codenn serve routes local > host > local only."""
+    parsed = PathSpec.parse(spec)
+    return parsed.one_host_visit(local=local).host if parsed.hosts else None

@@ -29,7 +29,7 @@ from pathlib import Path as FsPath
 from typing import Any
 
 from codenn.errors import CodennError, ConfigError
-from codenn_adapters.host_segment import HostSegment, segments_from_run
+from codenn_adapters.host_segment import HostSegment
 from codenn_adapters.host_server import DEFAULT_MAX_BYTES, create_app
 
 REPLICA_HEADER = "codenn-replica"
@@ -202,25 +202,6 @@ def deploy_segments(
     url = f"http://{f'[{reach}]' if ':' in reach else reach}:{port}"
     _wait_ready(url, ready_timeout)
     return RayHost(url, app_name, num_replicas, models)
-
-
-def deploy_run(
-    run_dir: str | os.PathLike[str],
-    service: str,
-    *,
-    tokens: Mapping[str, str],
-    specs: Sequence[str] = (),
-    lr: float | None = None,
-    weight_decay: float | None = None,
-    device: str = "cpu",
-    log: Callable[[str], None] = print,
-    **deploy_options: Any,
-) -> RayHost:
-    """:func:`deploy_segments` of a ``codenn search`` run's cross paths through ``service``
-    (as ``codenn serve-host --run RUN --service SERVICE`` builds them)."""
-    segments = segments_from_run(run_dir, service, specs=specs, lr=lr, weight_decay=weight_decay, device=device,
-                                 log=log)
-    return deploy_segments(segments, tokens=tokens, **deploy_options)
 
 
 def _wait_ready(url: str, timeout: float) -> None:

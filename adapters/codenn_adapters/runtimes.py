@@ -23,21 +23,19 @@ This module is imported whenever codenn loads its plugins, so it imports onnxrun
 
 from __future__ import annotations
 
-import inspect
 import os
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import Any
 
 import torch
 from torch import nn
 
 from codenn import hookimpl
 from codenn.errors import CodennError, ConfigError
-
-if TYPE_CHECKING:
-    from codenn.plugins import Plugins
+from codenn.plugins import Plugins, get_plugins
+from codenn.protocols import Runtime
+from codenn.timing import Samples, sample
 
 
 class DeviceUnavailableError(ConfigError):
@@ -46,18 +44,6 @@ class DeviceUnavailableError(ConfigError):
 
 class RuntimeFailure(CodennError):
     """A runtime could not be created or run for a reason other than a missing device."""
-
-
-@runtime_checkable
-class Runtime(Protocol):
-    """What every runtime offers: a name, the device its outputs live on, and ``run``."""
-
-    name: str
-    device: str
-
-    def run(self, x: torch.Tensor) -> torch.Tensor:
-        """One forward pass on a batch; the output is a tensor on :attr:`device`."""
-        ...
 
 
 # --------------------------------------------------------------------------------------------
@@ -372,7 +358,8 @@ class OrtCuda:
 # --------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Timing:
-    """Latency of one runtime on one batch size, milliseconds per call."""
+    """Latency of one runtime on one batch size, milliseconds per call (the runtime benchmark's
+    unit; the samples behind it are seconds, :mod:`codenn.timing`)."""
 
     runtime: str
     device: str
@@ -385,51 +372,27 @@ class Timing:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def of(cls, runtime: Runtime, samples: Samples) -> Timing:
+        """p50 / p95 / mean of ``samples`` (e.g. pooled over interleaved rounds), in ms."""
+        return cls(runtime.name, runtime.device, samples.batch, len(samples), samples.median() * 1e3,
+                   samples.percentile(95) * 1e3, samples.mean() * 1e3)
+
 
 def time_runtime(runtime: Runtime, inputs: Sequence[torch.Tensor], *, warmup: int = 10, repeats: int = 200) -> Timing:
     """Time ``runtime.run`` per call: ``warmup`` untimed calls, then ``repeats`` timed calls
     rotating over ``inputs`` (several random batches, never zeros). CUDA runtimes are timed with
     CUDA events around each call (inputs already on the device), others with perf_counter."""
-    times = sample_runtime(runtime, inputs, warmup=warmup, repeats=repeats)
-    return timing_of(runtime, int(inputs[0].shape[0]), times)
-
-
-def timing_of(runtime: Runtime, batch: int, times: Sequence[float]) -> Timing:
-    """p50 / p95 / mean of per-call times in milliseconds (e.g. pooled over interleaved rounds)."""
-    if not times:
-        raise ConfigError("timing_of needs at least one time")
-    ordered = sorted(times)
-    return Timing(runtime.name, runtime.device, batch, len(ordered), ordered[len(ordered) // 2],
-                  ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))], sum(ordered) / len(ordered))
+    return Timing.of(runtime, sample_runtime(runtime, inputs, warmup=warmup, repeats=repeats))
 
 
 def sample_runtime(runtime: Runtime, inputs: Sequence[torch.Tensor], *, warmup: int = 10,
-                   repeats: int = 200) -> list[float]:
-    """The per-call times (ms) :func:`time_runtime` summarises."""
-    if not inputs:
-        raise ConfigError("time_runtime needs at least one input batch")
-    if repeats < 1 or warmup < 0:
-        raise ConfigError(f"time_runtime: repeats={repeats} must be >= 1 and warmup={warmup} >= 0")
+                   repeats: int = 200) -> Samples:
+    """The raw per-call seconds :func:`time_runtime` summarises; a CUDA runtime's inputs are moved
+    to its device first, so that the copy is not timed."""
     cuda = runtime.device.startswith("cuda")
     xs = [x.to(runtime.device) for x in inputs] if cuda else list(inputs)
-    for i in range(warmup):
-        runtime.run(xs[i % len(xs)])
-    times: list[float] = []
-    if cuda:
-        torch.cuda.synchronize(runtime.device)
-        for i in range(repeats):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            runtime.run(xs[i % len(xs)])
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end))
-    else:
-        for i in range(repeats):
-            t0 = time.perf_counter()
-            runtime.run(xs[i % len(xs)])
-            times.append((time.perf_counter() - t0) * 1e3)
-    return times
+    return sample(runtime.run, xs, warmup=warmup, repeats=repeats, device=runtime.device)
 
 
 # --------------------------------------------------------------------------------------------
@@ -454,17 +417,4 @@ def codenn_register_runtimes(register: Callable[..., None]) -> None:
 
 def make_runtime(name: str, model: Any, *, plugins: Plugins | None = None, **options: Any) -> Runtime:
     """Build the registered runtime ``name`` (any plugin's) for ``model`` with ``options``."""
-    if plugins is None:
-        from codenn.plugins import get_plugins
-
-        plugins = get_plugins()
-    entry = plugins.runtimes.get(name)
-    try:
-        inspect.signature(entry.factory).bind(model, **options)
-    except TypeError as exc:
-        raise ConfigError(f"runtime {name!r} rejected options {sorted(options)}: {exc}") from exc
-    runtime = entry.factory(model, **options)
-    if not isinstance(runtime, Runtime):
-        raise ConfigError(f"runtime {name!r} (plugin {plugins.runtimes.owner(name)!r}) returned "
-                          f"{type(runtime).__name__}, which has no name, device and run(x)")
-    return runtime
+    return (plugins or get_plugins()).runtimes.build(name, model, **options)

@@ -27,12 +27,11 @@ import torch
 
 from codenn import hookimpl
 from codenn.errors import BoundaryMismatchError, ConfigError, HostRejectedError, HostUnavailableError, TransportError
+from codenn.served import Served, ServedModel
 from codenn.transport import HostReply
 
 if TYPE_CHECKING:
     import httpx
-
-    from codenn_adapters.host_segment import HostSegment
 
 
 def _nbytes(t: torch.Tensor) -> int:
@@ -40,7 +39,8 @@ def _nbytes(t: torch.Tensor) -> int:
 
 
 class InProcessTransport:
-    """A host in the same process: the segments are called directly, tensors are copied.
+    """A host in the same process: the served models (:class:`codenn.served.ServedModel`, e.g.
+    host segments) are called directly, tensors are copied.
 
     Simulation knobs (attributes, so a test can change them mid-run):
 
@@ -57,7 +57,7 @@ class InProcessTransport:
 
     def __init__(
         self,
-        segments: HostSegment | Sequence[HostSegment] | Mapping[str, HostSegment],
+        segments: ServedModel | Sequence[ServedModel] | Mapping[str, ServedModel],
         *,
         delay_s: float = 0.0,
         bandwidth: float | None = None,
@@ -82,7 +82,7 @@ class InProcessTransport:
         self.bytes_received = 0
         self.calls = 0
 
-    def _segment(self, model: str) -> HostSegment:
+    def _segment(self, model: str) -> ServedModel:
         if self._closed:
             raise TransportError("this in-process transport is closed")
         if self.fail or (self.fail_rate and self._rng.random() < self.fail_rate):
@@ -105,17 +105,17 @@ class InProcessTransport:
             self._sleep(wait)
         return time.perf_counter() - t0
 
-    def _call(self, model: str, x: torch.Tensor, run: Callable[[HostSegment, torch.Tensor], tuple[torch.Tensor, float]],
+    def _call(self, model: str, x: torch.Tensor, run: Callable[[ServedModel, torch.Tensor], Served],
               timeout: float | None) -> HostReply:
         seg = self._segment(model)
         t0 = time.perf_counter()
         wire = x.detach().cpu().clone()  # what a receiver holds: a copy, no autograd history
         try:
-            y, seconds = run(seg, wire)
+            served = run(seg, wire)
         except BoundaryMismatchError as exc:
             raise HostRejectedError(str(exc), 422) from None
-        out = y.detach().cpu().clone()
-        return HostReply(out, seconds, self._wire(model, t0, _nbytes(wire), _nbytes(out), timeout))
+        out = served.output.detach().cpu().clone()
+        return HostReply(out, served.seconds, self._wire(model, t0, _nbytes(wire), _nbytes(out), timeout))
 
     def health(self) -> bool:
         return not self._closed and not self.fail
@@ -124,10 +124,10 @@ class InProcessTransport:
         return self._segment(model).metadata()
 
     def infer(self, model: str, x: torch.Tensor, timeout: float | None = None) -> HostReply:
-        return self._call(model, x, lambda seg, t: seg.infer(t), timeout)
+        return self._call(model, x, lambda seg, t: seg.serve(t), timeout)
 
     def train_forward(self, model: str, x: torch.Tensor, step: int, timeout: float | None = None) -> HostReply:
-        return self._call(model, x, lambda seg, t: seg.train_forward(t, step), timeout)
+        return self._call(model, x, lambda seg, t: Served(*seg.train_forward(t, step)), timeout)
 
     def train_backward(self, model: str, step: int, grad: torch.Tensor, timeout: float | None = None) -> float:
         from codenn_adapters.host_segment import SegmentStateError
@@ -206,17 +206,23 @@ class HttpTransport:
     def _model(self, model: str) -> str:
         return f"/v2/models/{quote(model, safe='')}"
 
-    def _tensor_call(self, model: str, endpoint: str, name: str, x: torch.Tensor, parameters: dict[str, Any],
-                     timeout: float | None, want_output: bool) -> tuple[torch.Tensor | None, float, float]:
+    def _post_tensor(self, model: str, endpoint: str, name: str, x: torch.Tensor, parameters: dict[str, Any],
+                     timeout: float | None, want_output: bool) -> tuple[Any, float]:
+        """POST one tensor; the response and the time the call started."""
         from codenn_adapters import oip
 
         t0 = time.perf_counter()
         body, headers = oip.encode_request({name: x}, parameters=parameters, binary=self.binary,
                                            binary_output=self.binary and want_output)
-        r = self._request("POST", f"{self._model(model)}/{endpoint}", content=body, headers=headers, timeout=timeout)
-        if not want_output:
-            params = r.json().get("parameters", {})
-            return None, float(params.get("host_compute_s", 0.0)), time.perf_counter() - t0
+        return self._request("POST", f"{self._model(model)}/{endpoint}", content=body, headers=headers,
+                             timeout=timeout), t0
+
+    def _tensor_reply(self, model: str, endpoint: str, x: torch.Tensor, parameters: dict[str, Any],
+                      timeout: float | None) -> HostReply:
+        """A call whose answer is the host's ``output`` tensor, with host compute and round trip."""
+        from codenn_adapters import oip
+
+        r, t0 = self._post_tensor(model, endpoint, "input", x, parameters, timeout, True)
         try:
             header, tensors = oip.decode_response(r.content, r.headers.get(oip.HEADER_LENGTH))
         except oip.ProtocolError as exc:
@@ -224,7 +230,7 @@ class HttpTransport:
         if "output" not in tensors:
             raise HostUnavailableError(f"host {self.url} answered without an 'output' tensor: {sorted(tensors)}")
         seconds = float((header.parameters or {}).get("host_compute_s", 0.0))
-        return tensors["output"], seconds, time.perf_counter() - t0
+        return HostReply(tensors["output"], seconds, time.perf_counter() - t0)
 
     def health(self) -> bool:
         try:
@@ -237,15 +243,14 @@ class HttpTransport:
         return self._request("GET", self._model(model)).json()
 
     def infer(self, model: str, x: torch.Tensor, timeout: float | None = None) -> HostReply:
-        y, seconds, rt = self._tensor_call(model, "infer", "input", x, {}, timeout, True)
-        return HostReply(y, seconds, rt)  # type: ignore[arg-type]
+        return self._tensor_reply(model, "infer", x, {}, timeout)
 
     def train_forward(self, model: str, x: torch.Tensor, step: int, timeout: float | None = None) -> HostReply:
-        y, seconds, rt = self._tensor_call(model, "train/forward", "input", x, {"step": step}, timeout, True)
-        return HostReply(y, seconds, rt)  # type: ignore[arg-type]
+        return self._tensor_reply(model, "train/forward", x, {"step": step}, timeout)
 
     def train_backward(self, model: str, step: int, grad: torch.Tensor, timeout: float | None = None) -> float:
-        return self._tensor_call(model, "train/backward", "grad", grad, {"step": step}, timeout, False)[1]
+        r, _ = self._post_tensor(model, "train/backward", "grad", grad, {"step": step}, timeout, False)
+        return float(r.json().get("parameters", {}).get("host_compute_s", 0.0))
 
     def close(self) -> None:
         self.client.close()

@@ -167,10 +167,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     louts = tuple(int(v) for v in args.louts.split(",")) if args.louts else None
     try:
-        pairs = [tuple(int(v) for v in p.split("-")) for p in args.pairs.split(",")]
+        pairs = [(int(a), int(b)) for a, b in (p.split("-") for p in args.pairs.split(","))]
     except ValueError as exc:
         raise pc.ConfigError(f"--pairs {args.pairs!r}: use lout-lin pairs such as 1-4,1-5") from exc
-    return run(pc.options_from(args), louts=louts, pairs=pairs)  # type: ignore[arg-type]
+    return run(pc.options_from(args), louts=louts, pairs=pairs)
 
 
 if __name__ == "__main__":

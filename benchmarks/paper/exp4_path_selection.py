@@ -25,18 +25,18 @@ sys.path.insert(0, str(FsPath(__file__).resolve().parent))
 
 import paper_common as pc  # noqa: E402
 
+from codenn.config import FastConfig, SearchConfig  # noqa: E402
 from codenn.cost import CostModel  # noqa: E402
 from codenn.data import Splits  # noqa: E402
-from codenn.paths import Path  # noqa: E402
+from codenn.rows import TERMS  # noqa: E402
 from codenn.runstore import RunStore  # noqa: E402
 from codenn.scenario import task_splits  # noqa: E402
-from codenn.search import FastConfig, Search, SearchConfig  # noqa: E402
+from codenn.search import Search  # noqa: E402
 
 NAME = "exp4_path_selection"
 HOST = "mobilenet_textures"
 PAPER = {"selected_hout": 4, "selected_accuracy": 0.821, "selected_params": 340e3, "skipped_params": 1.88e6,
          "coefficients": {"a": 40, "c_l": 1e-6, "c_h": 2e-5, "d_l": 10, "d_h": 10}}
-TERMS = ("accuracy_term", "comm_term", "local_time_term", "host_time_term", "local_compute_term", "host_compute_term")
 SEARCH_BENCH = pc.ROOT / "benchmarks" / "results" / "search_cost.json"
 
 
@@ -71,11 +71,11 @@ def run(opts: pc.Options, houts: Sequence[int] = (2, 3, 4, 5), profile_repeats: 
             searches[strategy] = {"result": res, "wall_seconds": round(time.perf_counter() - ts, 1)}
         ex = searches["exhaustive"]["result"]
         if opts.export and ex.selected is not None:
-            export = export_selected(lab, ex.selected["spec"], FsPath(tmp) / "exhaustive", FsPath(tmp) / "onnx", log)
+            export = export_selected(lab, ex.selected.spec, FsPath(tmp) / "exhaustive", FsPath(tmp) / "onnx", log)
     lab.verify_frozen()
     ex = searches["exhaustive"]["result"]
-    ex_rows = {r["spec"]: r for r in ex.rows}
-    rows = [{k: r.get(k) for k in ("spec", "kind", "lout", "hin", "hout", "lin", "val_accuracy", "test_accuracy",
+    ex_rows = {r.spec: r for r in ex.rows}
+    rows = [{k: getattr(r, k) for k in ("spec", "kind", "lout", "hin", "hout", "lin", "val_accuracy", "test_accuracy",
                                     "ls_accuracy", "t_comm_us", "t_local_us", "t_host_us", "latency_us",
                                     "link_params", "local_params", "host_params", "skipped_params",
                                     "local_gflops", "host_gflops", *TERMS, "cost", "train_samples")}
@@ -84,22 +84,22 @@ def run(opts: pc.Options, houts: Sequence[int] = (2, 3, 4, 5), profile_repeats: 
     for name, s in searches.items():
         r = s["result"]
         pick = r.selected
-        strategies[name] = {"selected": pick["spec"] if pick else None, "decision": r.decision,
+        strategies[name] = {"selected": pick.spec if pick else None, "decision": r.decision,
                             "trained_in_full": r.totals["trained"], "train_sample_steps": r.totals["train_samples"],
                             "wall_seconds": s["wall_seconds"],
-                            "selected_cost_on_exhaustive_measurements": ex_rows[pick["spec"]]["cost"] if pick else None}
-    orig = {k: ex.original.get(k) for k in ("spec", "val_accuracy", "test_accuracy", "t_local_us", "latency_us",
+                            "selected_cost_on_exhaustive_measurements": ex_rows[pick.spec].cost if pick else None}
+    orig = {k: getattr(ex.original, k) for k in ("spec", "val_accuracy", "test_accuracy", "t_local_us", "latency_us",
                                             "local_gflops", "local_params", *TERMS, "cost")}
     sel = ex.selected
     summary = {
-        "selected": sel["spec"] if sel else None, "selected_hout": sel.get("hout") if sel else None,
-        "selected_test_accuracy": sel["test_accuracy"] if sel else None,
-        "selected_val_accuracy": sel["val_accuracy"] if sel else None,
-        "selected_link_params": sel["link_params"] if sel else None,
-        "selected_added_host_params": sel["host_params"] if sel else None,
-        "selected_skipped_params": sel["skipped_params"] if sel else None,
-        "selected_cost": sel["cost"] if sel else None, "original_cost": ex.original["cost"],
-        "kept": bool(sel and sel["cost"] < ex.original["cost"]), "decision": ex.decision,
+        "selected": sel.spec if sel else None, "selected_hout": sel.hout if sel else None,
+        "selected_test_accuracy": sel.test_accuracy if sel else None,
+        "selected_val_accuracy": sel.val_accuracy if sel else None,
+        "selected_link_params": sel.link_params if sel else None,
+        "selected_added_host_params": sel.host_params if sel else None,
+        "selected_skipped_params": sel.skipped_params if sel else None,
+        "selected_cost": sel.cost if sel else None, "original_cost": ex.original.cost,
+        "kept": bool(sel and sel.cost < ex.original.cost), "decision": ex.decision,
         "fast_same_pick": strategies["fast"]["selected"] == strategies["exhaustive"]["selected"],
         "sample_steps_ratio": strategies["exhaustive"]["train_sample_steps"]
         / max(1, strategies["fast"]["train_sample_steps"]),
@@ -121,8 +121,7 @@ def export_selected(lab: pc.Lab, spec: str, run_dir: FsPath, out: FsPath, log: p
         from codenn_adapters.onnx_export import export_path
     except ImportError as exc:  # the adapters are an optional install
         return {"skipped": True, "reason": f"codenn_adapters unavailable: {exc}"}
-    path = Path(spec, lab.services, link="paper")
-    path.links.load_state_dict(RunStore(run_dir).load_links(spec))
+    path = RunStore(run_dir).trained_path(spec, lab.services)
     try:
         res = export_path(path, out, real_inputs=lab.data["test"][0][:8], log=log)
     except CodennError as exc:

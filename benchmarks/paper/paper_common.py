@@ -81,7 +81,7 @@ class Options:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options every script takes (also makes stdout line-buffered, for progress in logs)."""
-    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # stdout is a TextIOWrapper here
     d = Options()
     parser.add_argument("--local-task", default=d.local_task,
                         help="digits (offline), 'torchvision:CIFAR10:/path' or 'imagefolder:/path'")

@@ -7,11 +7,13 @@ before the output layer" and block 6 the output layer, as in Section IV.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from torch import nn
 from torchvision.models import AlexNet
 
 from codenn import hookimpl
-from codenn.splitters import NamedModule, UnitSplitter
+from codenn.splitters import BlockSplitter, NamedModule, UnitSplitter
 from codenn_plugins._units import head
 
 
@@ -43,5 +45,5 @@ class AlexNetSplitter(UnitSplitter):
 
 
 @hookimpl
-def codenn_register_splitters(register) -> None:  # type: ignore[no-untyped-def]
+def codenn_register_splitters(register: Callable[[BlockSplitter], None]) -> None:
     register(AlexNetSplitter())

@@ -6,11 +6,13 @@ the head boundary, then stage ends (just before a stride-2 block).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from torch import nn
 from torchvision.models import MobileNetV2, MobileNetV3
 
 from codenn import hookimpl
-from codenn.splitters import NamedModule, UnitSplitter
+from codenn.splitters import BlockSplitter, NamedModule, UnitSplitter
 from codenn_plugins._units import head, stage_cuts
 
 
@@ -56,6 +58,6 @@ class MobileNetV3Splitter(UnitSplitter):
 
 
 @hookimpl
-def codenn_register_splitters(register) -> None:  # type: ignore[no-untyped-def]
+def codenn_register_splitters(register: Callable[[BlockSplitter], None]) -> None:
     register(MobileNetV2Splitter())
     register(MobileNetV3Splitter())

@@ -6,11 +6,13 @@ Cuts prefer the head boundary, then stage ends, deepest first.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from torch import nn
 from torchvision.models import ResNet
 
 from codenn import hookimpl
-from codenn.splitters import NamedModule, UnitSplitter
+from codenn.splitters import BlockSplitter, NamedModule, UnitSplitter
 from codenn_plugins._units import head, stage_cuts
 
 
@@ -40,5 +42,5 @@ class ResNetSplitter(UnitSplitter):
 
 
 @hookimpl
-def codenn_register_splitters(register) -> None:  # type: ignore[no-untyped-def]
+def codenn_register_splitters(register: Callable[[BlockSplitter], None]) -> None:
     register(ResNetSplitter())

@@ -296,7 +296,7 @@ def _extract(root: _Root, members: list[fx.Node], start: fx.Node, end: fx.Node) 
 
     def arg(u: fx.Node) -> fx.Node:
         if u not in env:  # only get_attr nodes can be missing (checked by _check_chain)
-            env[u] = graph.get_attr(u.target)  # type: ignore[arg-type]
+            env[u] = graph.get_attr(u.target)  # type: ignore[arg-type]  # get_attr nodes always have a str target
         return env[u]
 
     for n in members:

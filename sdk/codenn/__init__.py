@@ -20,8 +20,9 @@ from codenn.errors import (
     UnknownNameError,
 )
 from codenn.hookspecs import hookimpl
-from codenn.links import LinkFactory, build_link
+from codenn.links import build_link
 from codenn.plugins import Plugins, create_plugins, get_plugins
+from codenn.registry import Entry, Registry
 from codenn.service import BlockCard, Service, ServiceCard
 from codenn.splitters import BlockSplitter, UnitSplitter
 
@@ -35,12 +36,13 @@ __all__ = [
     "CodennError",
     "ConfigError",
     "DuplicateNameError",
+    "Entry",
     "FrozenBlock",
     "FrozenParameterError",
-    "LinkFactory",
     "PathSpecError",
     "PluginError",
     "Plugins",
+    "Registry",
     "Service",
     "ServiceCard",
     "SplitError",

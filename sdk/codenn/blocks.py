@@ -7,7 +7,7 @@ channels and reduction (stride). It never carries parameters.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -150,13 +150,14 @@ class FrozenBlock(nn.Module):
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.module(x)
+        y: torch.Tensor = self.module(x)
+        return y
 
     def extra_repr(self) -> str:
         return f"name={self.name!r}"
 
 
-def run_blocks(blocks: Sequence[nn.Module], x: torch.Tensor) -> torch.Tensor:
+def run_blocks(blocks: Iterable[nn.Module], x: torch.Tensor) -> torch.Tensor:
     for block in blocks:
         x = block(x)
     return x

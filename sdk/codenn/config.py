@@ -1,4 +1,4 @@
-"""TOML configuration for ``codenn search`` / ``train`` / ``evaluate``.
+"""The search's configuration dataclasses, and TOML files for ``codenn search`` / ``train`` / ``evaluate``.
 
 A file has the sections ``[local]``, ``[[hosts]]``, ``[search]`` (with ``link_options``),
 ``[train]``, ``[cost]``, ``[network]``, ``[space]`` and ``[fast]``; every key is optional and
@@ -8,9 +8,11 @@ defaults to the embedded scenario. See docs/search.md for every key.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -18,7 +20,6 @@ from codenn.cost import CostModel
 from codenn.errors import ConfigError
 from codenn.profile import Network
 from codenn.scenario import DEFAULT_HOST, DEFAULT_LOCAL, BaseModelSpec
-from codenn.search import FastConfig, SearchConfig, SpaceConfig
 from codenn.train import TrainConfig
 
 if sys.version_info >= (3, 11):
@@ -27,6 +28,75 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 T = TypeVar("T")
+
+STRATEGIES = ("exhaustive", "fast")
+# The accuracy assumed when bounding a path's cost before training: "perfect" (1.0) never drops a
+# path that could win; "original" (L_A) also drops paths that would need to beat the original
+# model's accuracy, which cross paths sometimes do.
+BOUND_ACCURACIES = ("perfect", "original")
+
+
+@dataclass(frozen=True)
+class SpaceConfig:
+    """Which candidate paths to consider (see :class:`codenn.pathspace.PathSpace`)."""
+
+    skip: bool = True
+    cross: bool = True
+    min_skipped: int = 1
+    max_hosts: int = 1
+    hin: int | None = None
+    hout: int | None = None
+
+
+@dataclass(frozen=True)
+class FastConfig:
+    """Knobs of the fast strategy."""
+
+    screen_keep: int = 8
+    eta: int = 2
+    first_rung_epochs: int = 1
+    final_keep: int = 2
+    bound_accuracy: str = "perfect"
+
+    def __post_init__(self) -> None:
+        if self.screen_keep < 1 or self.eta < 2 or self.first_rung_epochs < 1 or self.final_keep < 1:
+            raise ConfigError(
+                f"fast search needs screen_keep >= 1, eta >= 2, first_rung_epochs >= 1, final_keep >= 1; got {self}"
+            )
+        if self.bound_accuracy not in BOUND_ACCURACIES:
+            raise ConfigError(f"bound_accuracy {self.bound_accuracy!r} is not one of {BOUND_ACCURACIES}")
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Everything one search needs besides its services and data; its hash names the run."""
+
+    strategy: str = "fast"
+    link: str = "conv1x1"
+    link_options: dict[str, Any] = field(default_factory=dict)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    cost: CostModel = field(default_factory=CostModel)
+    network: Network = field(default_factory=Network)
+    space: SpaceConfig = field(default_factory=SpaceConfig)
+    fast: FastConfig = field(default_factory=FastConfig)
+    profile_batch: int = 1
+    profile_repeats: int = 10
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(f"unknown search strategy {self.strategy!r}; choose one of {STRATEGIES}")
+        if self.profile_batch < 1 or self.profile_repeats < 1:
+            raise ConfigError(f"profile_batch and profile_repeats must be >= 1, got {self.profile_batch}, "
+                              f"{self.profile_repeats}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def hash(self) -> str:
+        d = self.to_dict()
+        d["train"].pop("progress", None)
+        return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
 
 DEFAULT_SPACE = SpaceConfig(hin=1)  # the paper's experiments enter the host at block 1
 
@@ -61,7 +131,7 @@ def build(cls: type[T], table: Mapping[str, Any], section: str) -> T:
     """Instantiate a config dataclass from a TOML table, naming unknown keys and bad values."""
     if not isinstance(table, Mapping):
         raise ConfigError(f"[{section}] must be a table, got {type(table).__name__}")
-    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]  # every T here is a config dataclass
     unknown = sorted(set(table) - names)
     if unknown:
         raise ConfigError(f"[{section}] has unknown key(s) {unknown}; valid keys: {sorted(names)}")

@@ -28,6 +28,7 @@ import torch
 from codenn.cost import CostModel, PathMeasures, paper_cost
 from codenn.errors import ConfigError, TransportError
 from codenn.pathspec import PathSpec
+from codenn.timing import Samples, sample
 
 if TYPE_CHECKING:
     from codenn.paths import Path
@@ -55,25 +56,56 @@ class RouteInfo:
                               f"comm_us={self.comm_us}")
 
 
+Run = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class HostLeg:
+    """How a cross route runs: its local prefix, the model a host serves (through ``transport``),
+    its local suffix. One object, so that a route either has all of it or none."""
+
+    prefix: Run
+    suffix: Run
+    transport: Transport
+    model: str
+    host: str
+
+
 class Route:
     """One servable path: all local (original model, skip paths), or local around one host segment."""
 
-    def __init__(self, info: RouteInfo, *, run: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                 prefix: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                 suffix: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                 transport: Transport | None = None, model: str | None = None) -> None:
+    def __init__(self, info: RouteInfo, *, run: Run | None = None, prefix: Run | None = None,
+                 suffix: Run | None = None, transport: Transport | None = None, model: str | None = None) -> None:
         remote = (prefix, suffix, transport, model)
         if any(v is None for v in remote) if run is None else any(v is not None for v in remote):
             raise ConfigError(f"route {info.spec!r} needs either run= (local) or prefix, suffix, transport and "
                               "model (through a host), not a mix")
         if (transport is not None) != (info.host is not None):
             raise ConfigError(f"route {info.spec!r}: info.host={info.host!r} must be set exactly when a transport is")
-        self.info, self._run, self.prefix, self.suffix = info, run, prefix, suffix
-        self.transport, self.model = transport, model
+        self.info, self._run = info, run
+        self.leg: HostLeg | None = None
+        if prefix is not None and suffix is not None and transport is not None and model is not None \
+                and info.host is not None:
+            self.leg = HostLeg(prefix, suffix, transport, model, info.host)
 
     @property
     def offloads(self) -> bool:
-        return self.transport is not None
+        return self.leg is not None
+
+    @property
+    def transport(self) -> Transport | None:
+        return None if self.leg is None else self.leg.transport
+
+    @property
+    def model(self) -> str | None:
+        """The name the host serves this route's segment under (None for a local route)."""
+        return None if self.leg is None else self.leg.model
+
+    def run_here(self) -> Run:
+        """A local route's forward; a cross route has none (its parts are in :attr:`leg`)."""
+        if self._run is None:
+            raise ConfigError(f"route {self.info.spec!r} runs through host {self.info.host!r}; it has no local forward")
+        return self._run
 
     @classmethod
     def local(cls, path: Path, info: RouteInfo) -> Route:
@@ -84,7 +116,8 @@ class Route:
 
         def run(x: torch.Tensor) -> torch.Tensor:
             with torch.inference_mode():
-                return path(x)
+                out: torch.Tensor = path(x)
+                return out
 
         return cls(info, run=run)
 
@@ -94,11 +127,8 @@ class Route:
         """A cross path ``local[:lout+1] > host[..] > local[lin:]``: the local provider runs its
         two segments and holds no link (they live on the host), the host serves ``model``."""
         parsed = PathSpec.parse(spec) if isinstance(spec, str) else spec
-        segs = parsed.segments
-        if len(segs) != 3 or segs[0].service != local.name or segs[2].service != local.name or \
-                segs[1].service == local.name:
-            raise ConfigError(f"path {str(parsed)!r} is not local > host > local for local service {local.name!r}")
-        stop, lin = segs[0].end(local.num_blocks), segs[2].start
+        visit = parsed.one_host_visit({local.name: local.num_blocks}, local=local.name)
+        stop, lin = visit.lout + 1, visit.lin
 
         def prefix(x: torch.Tensor) -> torch.Tensor:
             with torch.inference_mode():
@@ -199,8 +229,9 @@ class Coordinator:
     def _measures(self, route: Route) -> PathMeasures:
         info = route.info
         comm_us = info.comm_us
-        if info.host is not None and self._hosts[info.host].comm_s is not None:
-            comm_us = self._hosts[info.host].comm_s * 1e6  # type: ignore[operator]
+        measured = None if info.host is None else self._hosts[info.host].comm_s
+        if measured is not None:
+            comm_us = measured * 1e6
         return PathMeasures(info.spec, info.accuracy, comm_us, info.local_us, info.host_us, info.local_gflops,
                             info.host_gflops, 0.0, 0.0)
 
@@ -239,26 +270,25 @@ class Coordinator:
         values and is marked down. Returns the new infos by spec."""
         out: dict[str, RouteInfo] = {}
         for i, route in enumerate(self.routes):
-            info = route.info
-            if not route.offloads:
-                info = replace(info, local_us=nominal_latency_us(route._run, x, repeats))  # type: ignore[arg-type]
+            info, leg = route.info, route.leg
+            if leg is None:
+                info = replace(info, local_us=nominal_latency_us(route.run_here(), x, repeats))
             else:
-                assert route.prefix is not None and route.suffix is not None and route.transport is not None
-                h = route.prefix(x)
+                h = leg.prefix(x)
                 try:
-                    replies = [route.transport.infer(route.model, h, timeout=self.config.timeout_s)  # type: ignore[arg-type]
+                    replies = [leg.transport.infer(leg.model, h, timeout=self.config.timeout_s)
                                for _ in range(max(3, repeats // 2))]
                 except TransportError:
-                    self._host_failed(info.host)  # type: ignore[arg-type]
+                    self._host_failed(leg.host)
                     out[info.spec] = info
                     continue
                 replies = replies[1:]  # the first call opens the connection
                 n = max(1, int(x.shape[0]))
-                host_s = sorted(r.host_compute_s for r in replies)[len(replies) // 2]
-                comm_s = sorted(r.comm_s for r in replies)[len(replies) // 2]
-                local_us = nominal_latency_us(route.prefix, x, repeats) + \
-                    nominal_latency_us(route.suffix, replies[0].output, repeats)
-                info = replace(info, local_us=local_us, host_us=host_s * 1e6 / n, comm_us=comm_s * 1e6 / n)
+                host_us = Samples(tuple(r.host_compute_s for r in replies), n).median() * 1e6 / n
+                comm_us = Samples(tuple(r.comm_s for r in replies), n).median() * 1e6 / n
+                local_us = nominal_latency_us(leg.prefix, x, repeats) + \
+                    nominal_latency_us(leg.suffix, replies[0].output, repeats)
+                info = replace(info, local_us=local_us, host_us=host_us, comm_us=comm_us)
             self.routes[i].info = info
             out[info.spec] = info
         return out
@@ -282,28 +312,28 @@ class Coordinator:
             c_l, c_h = self.weights(route)
             if route.info.host is not None and self._hosts[route.info.host].failures:
                 self._hosts[route.info.host].probing = True  # this request is the probe
-        if not route.offloads:
-            out = self._local(route._run, x)  # type: ignore[arg-type]
+        leg = route.leg
+        if leg is None:
+            out = self._local(route.run_here(), x)
             return out, self._done(route, cost, c_l, c_h, t0)
-        assert route.transport is not None and route.model is not None and route.info.host is not None
         try:
-            h = self._local(route.prefix, x)  # type: ignore[arg-type]
-            reply = route.transport.infer(route.model, h, timeout=self.config.timeout_s)
+            h = self._local(leg.prefix, x)
+            reply = leg.transport.infer(leg.model, h, timeout=self.config.timeout_s)
         except TransportError as exc:
-            self._host_failed(route.info.host)
+            self._host_failed(leg.host)
             with self._lock:
                 local, local_cost = self.choose(local_only=True)
                 self.fallbacks += 1
-            out = self._local(local._run, x)  # type: ignore[arg-type]
+            out = self._local(local.run_here(), x)
             return out, self._done(local, local_cost, c_l, c_h, t0, fallback=True,
                                    error=f"{route.info.spec}: {type(exc).__name__}: {exc}")
         except BaseException:  # bad input, interrupted: the host was not judged, free its probe
             with self._lock:
-                self._hosts[route.info.host].probing = False
+                self._hosts[leg.host].probing = False
             raise
-        self._host_answered(route.info.host, reply.round_trip_s, reply.host_compute_s / max(1, int(x.shape[0])),
+        self._host_answered(leg.host, reply.round_trip_s, reply.host_compute_s / max(1, int(x.shape[0])),
                             reply.comm_s)
-        out = self._local(route.suffix, reply.output)  # type: ignore[arg-type]
+        out = self._local(leg.suffix, reply.output)
         return out, self._done(route, cost, c_l, c_h, t0, comm_s=reply.comm_s)
 
     def _done(self, route: Route, cost: float, c_l: float, c_h: float, t0: float, *, fallback: bool = False,
@@ -351,15 +381,7 @@ class Coordinator:
 
 
 def nominal_latency_us(fn: Callable[[torch.Tensor], Any], x: torch.Tensor, repeats: int = 10) -> float:
-    """Median wall time of ``fn(x)`` in µs per sample (for a RouteInfo when no profile exists)."""
-    if repeats < 1:
-        raise ConfigError(f"repeats={repeats} must be >= 1")
-    fn(x)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn(x)
-        times.append(time.perf_counter() - t0)
-    times.sort()
-    return times[len(times) // 2] * 1e6 / max(1, int(x.shape[0]))
+    """Median time of ``fn(x)`` in µs per sample (a RouteInfo's unit, when no profile exists)."""
+    samples = sample(fn, [x], warmup=1, repeats=repeats)
+    return samples.median() * 1e6 / samples.batch
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol, cast
 
 import torch
 from torch.utils.data import Dataset, Subset, TensorDataset
@@ -16,29 +17,38 @@ from torch.utils.data import Dataset, Subset, TensorDataset
 from codenn.errors import ConfigError
 
 
+class SizedDataset(Protocol):
+    """What the splits need of a data set: a length and ``(x, y)`` items by index (every
+    map-style torch or torchvision data set)."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> Any: ...
+
+
 @dataclass(frozen=True)
 class Splits:
     """Three disjoint datasets and the number of classes of the local task."""
 
-    train: Dataset
-    val: Dataset
-    test: Dataset
+    train: SizedDataset
+    val: SizedDataset
+    test: SizedDataset
     num_classes: int
     name: str = "data"
 
     def __post_init__(self) -> None:
         for part in ("train", "val", "test"):
-            if len(getattr(self, part)) == 0:  # type: ignore[arg-type]
+            if len(getattr(self, part)) == 0:
                 raise ConfigError(f"data set {self.name!r}: the {part} split is empty; provide more samples")
         if self.num_classes < 2:
             raise ConfigError(f"data set {self.name!r}: num_classes must be >= 2, got {self.num_classes}")
 
     def sizes(self) -> dict[str, int]:
-        return {p: len(getattr(self, p)) for p in ("train", "val", "test")}  # type: ignore[arg-type]
+        return {p: len(getattr(self, p)) for p in ("train", "val", "test")}
 
 
 def split_dataset(
-    dataset: Dataset,
+    dataset: SizedDataset,
     num_classes: int,
     *,
     fractions: Sequence[float] = (0.6, 0.2, 0.2),
@@ -46,7 +56,7 @@ def split_dataset(
     name: str = "data",
 ) -> Splits:
     """Shuffle with ``seed`` and cut into train / validation / test by ``fractions``."""
-    n = len(dataset)  # type: ignore[arg-type]
+    n = len(dataset)
     if n == 0:
         raise ConfigError(f"data set {name!r} is empty: nothing to train or evaluate on")
     if len(fractions) != 3 or any(f <= 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
@@ -54,16 +64,16 @@ def split_dataset(
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
     a = round(n * fractions[0])
     b = a + round(n * fractions[1])
-    return Splits(Subset(dataset, order[:a]), Subset(dataset, order[a:b]), Subset(dataset, order[b:]),
-                  num_classes, name)
+    whole = cast("Dataset[Any]", dataset)  # any map-style data set; Subset only indexes it
+    return Splits(Subset(whole, order[:a]), Subset(whole, order[a:b]), Subset(whole, order[b:]), num_classes, name)
 
 
-def tensors(dataset: Dataset, limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def tensors(dataset: SizedDataset, limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Materialise a (small) image-classification dataset as (inputs, labels) tensors."""
     if isinstance(dataset, TensorDataset) and limit is None:
         x, y = dataset.tensors[:2]
         return x, y
-    n = len(dataset)  # type: ignore[arg-type]
+    n = len(dataset)
     if n == 0:
         raise ConfigError("cannot materialise an empty dataset")
     n = n if limit is None else min(n, limit)
@@ -71,7 +81,7 @@ def tensors(dataset: Dataset, limit: int | None = None) -> tuple[torch.Tensor, t
     return torch.stack([torch.as_tensor(x) for x in xs]), torch.as_tensor(ys, dtype=torch.long)
 
 
-def image_folder(root: str | os.PathLike[str], size: int = 64, **split_options: object) -> Splits:
+def image_folder(root: str | os.PathLike[str], size: int = 64, **split_options: Any) -> Splits:
     """An ImageFolder directory (one sub-folder per class), resized to ``size`` x ``size``."""
     from torchvision import datasets, transforms
 
@@ -83,14 +93,14 @@ def image_folder(root: str | os.PathLike[str], size: int = 64, **split_options: 
         ds = datasets.ImageFolder(str(root), transform=tf)
     except (FileNotFoundError, RuntimeError) as exc:
         raise ConfigError(f"image folder {str(root)!r} holds no images in class sub-folders: {exc}") from exc
-    return split_dataset(ds, len(ds.classes), name=os.path.basename(os.fspath(root)), **split_options)  # type: ignore[arg-type]
+    return split_dataset(ds, len(ds.classes), name=os.path.basename(os.fspath(root)), **split_options)
 
 
 TORCHVISION_DATASETS = ("CIFAR10", "CIFAR100", "MNIST", "FashionMNIST", "SVHN")
 
 
 def torchvision_dataset(
-    name: str, root: str | os.PathLike[str], *, size: int = 64, download: bool = False, **split_options: object
+    name: str, root: str | os.PathLike[str], *, size: int = 64, download: bool = False, **split_options: Any
 ) -> Splits:
     """A torchvision data set (train and test parts pooled, then split), for users who have it."""
     from torch.utils.data import ConcatDataset
@@ -111,4 +121,4 @@ def torchvision_dataset(
         raise ConfigError(f"torchvision data set {name!r} not found under {str(root)!r} "
                           f"(pass download=True where you have internet): {exc}") from exc
     classes = {"CIFAR100": 100}.get(name, 10)
-    return split_dataset(ConcatDataset(parts), classes, name=name, **split_options)  # type: ignore[arg-type]
+    return split_dataset(ConcatDataset(parts), classes, name=name, **split_options)

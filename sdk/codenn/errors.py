@@ -44,6 +44,11 @@ class ConfigError(CodennError, ValueError):
     """A configuration value is out of range or inconsistent."""
 
 
+class PathShapeError(PathSpecError, ConfigError):
+    """A valid path of a shape this use does not take (e.g. not ``local > host > local``); a
+    ConfigError too, which is what such a path raised before the check was one method."""
+
+
 class FrozenParameterError(CodennError):
     """A provider's frozen parameters changed, or were about to be trained."""
 

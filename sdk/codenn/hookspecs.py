@@ -2,67 +2,90 @@
 
 Plugins contribute by calling the ``register`` callback they receive, as ``llm`` and ``tox`` do:
 the core owns the registries, rejects duplicate names and records which plugin registered what.
+Each spec below types its argument; the types are for plugin authors and type checkers, pluggy
+itself matches implementations by argument name.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 import pluggy
+
+if TYPE_CHECKING:
+    import click
+    from torch import nn
+
+    from codenn.protocols import Runtime, Transport
+    from codenn.registry import Register
+    from codenn.splitters import BlockSplitter
 
 hookspec = pluggy.HookspecMarker("codenn")
 hookimpl = pluggy.HookimplMarker("codenn")
 
 
 @hookspec
-def codenn_register_splitters(register: Callable[[Any], None]) -> None:
+def codenn_register_splitters(register: Callable[[BlockSplitter], None]) -> None:
     """Register block splitters.
 
-    Call ``register(splitter)`` once per :class:`codenn.splitters.BlockSplitter` instance. A
-    splitter says which models it handles and cuts one into N contiguous blocks.
+    :param register: call ``register(splitter)`` once per :class:`codenn.splitters.BlockSplitter`
+        instance. A splitter says which models it handles and cuts one into N contiguous blocks;
+        its ``name`` is the registry key.
     """
 
 
 @hookspec
-def codenn_register_link_factories(register: Callable[..., None]) -> None:
+def codenn_register_link_factories(register: Register[Callable[..., nn.Module]]) -> None:
     """Register link factories.
 
-    Call ``register(name, build, description="...")`` where
-    ``build(src: BoundarySpec, dst: BoundarySpec, **options) -> torch.nn.Module``. A factory sees
-    only the two public boundary specs, never another provider's module or parameters.
+    :param register: call ``register(name, build, description="...")`` where
+        ``build(src: BoundarySpec, dst: BoundarySpec, **options) -> torch.nn.Module``. A factory
+        sees only the two public boundary specs, never another provider's module or parameters.
     """
 
 
 @hookspec
-def codenn_register_objectives(register: Callable[..., None]) -> None:
+def codenn_register_objectives(register: Register[Callable[..., float]]) -> None:
     """Register path objectives for the search.
 
-    Call ``register(name, objective, description="...")`` where
-    ``objective(measures: PathMeasures, original_accuracy: float, model: CostModel) -> float``
-    returns a cost (lower is better). The latency bound of eq. (2) applies to every objective.
+    :param register: call ``register(name, objective, description="...")`` where
+        ``objective(measures: PathMeasures, original_accuracy: float, model: CostModel) -> float``
+        returns a cost (lower is better). The latency bound of eq. (2) applies to every objective.
     """
 
 
 @hookspec
-def codenn_register_runtimes(register: Callable[..., None]) -> None:
+def codenn_register_runtimes(register: Register[Callable[..., Runtime]]) -> None:
     """Register inference runtimes (torch eager, CUDA graphs, ONNX Runtime, ...).
 
-    Call ``register(name, factory, description="...")`` where ``factory(model, **options)``
-    returns a runtime: an object with ``name``, ``device`` and ``run(x: torch.Tensor) ->
-    torch.Tensor``. ``model`` is a ``torch.nn.Module`` or the path of an ONNX file, as the
-    runtime's description says. A factory asked for a device it cannot use raises a
-    :class:`codenn.errors.CodennError`; it never falls back to another device silently.
+    :param register: call ``register(name, factory, description="...")`` where
+        ``factory(model, **options)`` returns a :class:`codenn.protocols.Runtime` (``name``,
+        ``device``, ``run(x) -> torch.Tensor``). ``model`` is a ``torch.nn.Module`` or the path of
+        an ONNX file, as the description says. A factory asked for a device it cannot use raises a
+        :class:`codenn.errors.CodennError`; it never falls back to another device silently.
     """
 
 
 @hookspec
-def codenn_register_transports(register: Callable[..., None]) -> None:
+def codenn_register_transports(register: Register[Callable[..., Transport]]) -> None:
     """Register transports: how a local provider reaches a host provider's segments.
 
-    Call ``register(name, factory, description="...")`` where ``factory(**options)`` returns a
-    :class:`codenn.transport.Transport` (``health``, ``metadata``, ``infer``, ``train_forward``,
-    ``train_backward``, ``close``). A transport carries boundary tensors and gradients only: never
-    parameters, never labels. Down or timed-out hosts raise
-    :class:`codenn.errors.HostUnavailableError`, refused requests :class:`codenn.errors.HostRejectedError`.
+    :param register: call ``register(name, factory, description="...")`` where
+        ``factory(**options)`` returns a :class:`codenn.transport.Transport` (``health``,
+        ``metadata``, ``infer``, ``train_forward``, ``train_backward``, ``close``). A transport
+        carries boundary tensors and gradients only: never parameters, never labels. Down or
+        timed-out hosts raise :class:`codenn.errors.HostUnavailableError`, refused requests
+        :class:`codenn.errors.HostRejectedError`.
+    """
+
+
+@hookspec
+def codenn_register_commands(cli: click.Group) -> None:
+    """Add commands to the ``codenn`` command line.
+
+    :param cli: a :class:`click.Group` of this plugin's own; add commands with ``@cli.command()``
+        or ``cli.add_command``. They appear as ``codenn NAME``. A name that the core or another
+        plugin already uses is a :class:`codenn.errors.PluginError` naming both. Import heavy
+        dependencies inside the command, so that ``codenn --help`` stays fast.
     """

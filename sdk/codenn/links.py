@@ -6,30 +6,16 @@ public :class:`BoundarySpec` s and options, so it can never see another provider
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
 from codenn.blocks import BoundarySpec
-from codenn.errors import BoundaryMismatchError, ConfigError, PluginError
-
-if TYPE_CHECKING:
-    from codenn.plugins import Plugins
+from codenn.errors import BoundaryMismatchError
+from codenn.plugins import Plugins, get_plugins
 
 DEFAULT_LINK = "paper"
-
-
-@dataclass(frozen=True)
-class LinkFactory:
-    """A named builder of link modules."""
-
-    name: str
-    build: Callable[..., nn.Module]
-    description: str = ""
 
 
 def build_link(
@@ -44,21 +30,7 @@ def build_link(
 
     The result is checked on a random batch: its output must match ``dst`` exactly.
     """
-    if plugins is None:
-        from codenn.plugins import get_plugins
-
-        plugins = get_plugins()
-    entry = plugins.link_factories.get(factory)
-    try:
-        inspect.signature(entry.build).bind(src, dst, **options)
-    except TypeError as exc:  # the options do not fit the factory's signature
-        raise ConfigError(f"link factory {factory!r} rejected options {sorted(options)}: {exc}") from exc
-    link = entry.build(src, dst, **options)
-    if not isinstance(link, nn.Module):
-        raise PluginError(
-            f"link factory {factory!r} (plugin {plugins.link_factories.owner(factory)!r}) returned "
-            f"{type(link).__name__}; it must return a torch.nn.Module"
-        )
+    link = (plugins or get_plugins()).link_factories.build(factory, src, dst, **options)
     check_link(link, src, dst, factory)
     link.requires_grad_(True)
     return link

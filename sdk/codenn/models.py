@@ -8,21 +8,21 @@ and a ``.safetensors`` path loads a local file.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
+from typing import Any
 
 from torch import nn
 
 from codenn.errors import ConfigError
+from codenn.fileio import atomic_tensors
 
 
 def load_model(name: str, *, weights: str | os.PathLike[str] | None = None, num_classes: int | None = None) -> nn.Module:
     """Build ``name`` from torchvision, else timm, and load ``weights`` if given."""
-    local = weights is not None and _is_local_file(weights)
-    pretrained = None if local else weights
-    model = _build(name, pretrained=pretrained, num_classes=num_classes)
-    if local:
-        load_safetensors(model, Path(weights))  # type: ignore[arg-type]
+    local = Path(weights) if weights is not None and _is_local_file(weights) else None
+    model = _build(name, pretrained=None if local else weights, num_classes=num_classes)
+    if local is not None:
+        load_safetensors(model, local)
     return model
 
 
@@ -33,9 +33,10 @@ def _is_local_file(weights: str | os.PathLike[str]) -> bool:
 def _build(name: str, *, pretrained: str | os.PathLike[str] | None, num_classes: int | None) -> nn.Module:
     import torchvision
 
-    kwargs = {} if num_classes is None else {"num_classes": num_classes}
+    kwargs: dict[str, Any] = {} if num_classes is None else {"num_classes": num_classes}
     if name in torchvision.models.list_models():
-        return torchvision.models.get_model(name, weights=pretrained, **kwargs)
+        model: nn.Module = torchvision.models.get_model(name, weights=pretrained, **kwargs)
+        return model
     import timm
 
     if timm.is_model(name):
@@ -66,18 +67,7 @@ def load_safetensors(model: nn.Module, path: Path) -> None:
 
 
 def save_safetensors(model: nn.Module, path: str | os.PathLike[str]) -> Path:
-    """Write a model's state as safetensors atomically (temporary file, then rename)."""
-    from safetensors.torch import save_file
-
+    """Write a model's state as safetensors; atomic and fsynced, so a crash never leaves a truncated weights file."""
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(state, tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_tensors(target, model.state_dict())
     return target

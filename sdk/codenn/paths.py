@@ -19,6 +19,7 @@ from codenn.errors import ConfigError, FrozenParameterError
 from codenn.links import DEFAULT_LINK, build_link, check_link
 from codenn.pathspec import PathSpec, Segment
 from codenn.service import Service
+from codenn.typed_modules import ModulesByName
 
 if TYPE_CHECKING:
     from codenn.plugins import Plugins
@@ -72,7 +73,7 @@ class Path(nn.Module):
         parsed = PathSpec.parse(spec) if isinstance(spec, str) else spec
         self.spec = parsed.resolve({n: s.num_blocks for n, s in by_name.items()})
         used = {s.service for s in self.spec.segments}
-        self.services = nn.ModuleDict({n: by_name[n] for n in sorted(used)})
+        self.services: ModulesByName[Service] = ModulesByName({n: by_name[n] for n in sorted(used)})
         pairs = list(zip(self.spec.segments, self.spec.segments[1:]))
         self.link_specs: tuple[tuple[BoundarySpec, BoundarySpec], ...] = tuple(
             (self._service(a.service).card.output_of(a.end(self._n(a)) - 1), self._service(b.service).card.input_of(b.start))
@@ -100,7 +101,7 @@ class Path(nn.Module):
 
     # -- structure ----------------------------------------------------------------------------
     def _service(self, name: str) -> Service:
-        return self.services[name]  # type: ignore[return-value]
+        return self.services[name]
 
     def _n(self, seg: Segment) -> int:
         return self._service(seg.service).num_blocks
@@ -157,7 +158,7 @@ class Path(nn.Module):
     def check_frozen(self) -> None:
         """Raise if any frozen service parameter changed or became trainable."""
         for s in self.services.values():
-            s.verify_frozen()  # type: ignore[operator]
+            s.verify_frozen()
             if any(p.requires_grad for p in s.parameters()):
                 raise FrozenParameterError(f"service {s.name!r} has parameters with requires_grad=True")
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import permutations
-from typing import Protocol
+from typing import Any, Protocol
 
 from codenn.errors import ConfigError
 from codenn.pathspec import PathSpec, Segment
@@ -42,11 +42,11 @@ class PathSpace:
     hout: int | None = None
 
     @classmethod
-    def between(cls, local: HasBlocks, hosts: Sequence[HasBlocks] = (), **options: object) -> PathSpace:
+    def between(cls, local: HasBlocks, hosts: Sequence[HasBlocks] = (), **options: Any) -> PathSpace:
         names = [local.name, *(h.name for h in hosts)]
         if len(set(names)) != len(names):
             raise ConfigError(f"service names must be distinct, got {names}")
-        return cls(local.name, local.num_blocks, tuple((h.name, h.num_blocks) for h in hosts), **options)  # type: ignore[arg-type]
+        return cls(local.name, local.num_blocks, tuple((h.name, h.num_blocks) for h in hosts), **options)
 
     def __post_init__(self) -> None:
         if self.local_blocks < 2:

@@ -19,7 +19,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from codenn.errors import PathSpecError, available
+from codenn.errors import PathShapeError, PathSpecError, available
 
 _SEGMENT = re.compile(r"^\s*([A-Za-z0-9_\-]+)\s*(?:\[\s*(-?\d*)\s*:\s*(-?\d*)\s*\])?\s*$")
 _PAPER = re.compile(r"^\s*([A-Za-z0-9_\-]+)(?:\s*/\s*([A-Za-z0-9_\-]+))?\s*:\s*(.*)$")
@@ -61,6 +61,19 @@ class PaperIndices:
             parts += [f"hin={self.hin}", f"hout={self.hout}"]
         parts.append(f"lin={self.lin}")
         return " ".join(parts)
+
+
+@dataclass(frozen=True)
+class HostVisit:
+    """A ``local[..lout] > host[hin..hout] > local[lin..]`` path read off once: the shape split
+    training, host segments and host routes take (paper, Section IV)."""
+
+    local: str
+    host: str
+    lout: int
+    hin: int
+    hout: int
+    lin: int
 
 
 @dataclass(frozen=True)
@@ -194,17 +207,41 @@ class PathSpec:
     def indices(self) -> PaperIndices:
         """The paper's lout/hin/hout/lin, for skip paths and one-host cross paths."""
         segs = self.segments
-        if self.kind == "skip" and len(segs) == 2:
-            return PaperIndices(lout=segs[0].stop - 1, lin=segs[1].start)  # type: ignore[operator]
-        if self.kind == "cross" and len(segs) == 3 and segs[1].stop is not None:
-            return PaperIndices(lout=segs[0].stop - 1, lin=segs[2].start, hin=segs[1].start,  # type: ignore[operator]
-                                hout=segs[1].stop - 1)
+        if self.kind == "skip" and len(segs) == 2 and segs[0].stop is not None:
+            return PaperIndices(lout=segs[0].stop - 1, lin=segs[1].start)
         if self.kind == "cross" and len(segs) == 3:
-            raise PathSpecError(f"path {self}: resolve it against the services first (host stop is open)")
+            visit = self.one_host_visit()  # an open segment: "resolve the path against its services first"
+            return PaperIndices(lout=visit.lout, lin=visit.lin, hin=visit.hin, hout=visit.hout)
         raise PathSpecError(
             f"path {self} has no lout/hin/hout/lin form: the paper's indices describe one skip or "
             "one host; use the compact form"
         )
+
+    def one_host_visit(self, num_blocks: Mapping[str, int] | None = None, *, local: str | None = None,
+                       host: str | None = None) -> HostVisit:
+        """The indices of a ``local > host > local`` path; :class:`PathShapeError` for any other shape
+        (or another ``local``/``host`` than asked). ``num_blocks`` is needed only for a segment whose
+        stop is open (an unresolved spec)."""
+        segs = self.segments
+        if len(segs) != 3 or segs[1].service == self.local or (local is not None and self.local != local):
+            wanted = f" for local service {local!r}" if local is not None else ""
+            raise PathShapeError(
+                f"path {str(self)!r} is not local > host > local{wanted} (a one-visit cross path; it visits "
+                f"{', '.join(map(repr, self.hosts)) or 'no host'}); host segments, split training and host routes "
+                "take exactly that shape, e.g. 'alexnet[:1] > mobilenet_v2[1:4] > alexnet[5:]'")
+        if host is not None and segs[1].service != host:
+            raise PathShapeError(f"path {str(self)!r} visits host {segs[1].service!r}, but the service given is {host!r}")
+
+        def stop(seg: Segment) -> int:
+            if seg.stop is not None:
+                return seg.stop
+            if num_blocks is None or seg.service not in num_blocks:
+                raise PathSpecError(f"path {self}: segment {seg} is open-ended; pass {seg.service!r}'s block count "
+                                    "or resolve the path against its services first")
+            return num_blocks[seg.service]
+
+        return HostVisit(self.local, segs[1].service, stop(segs[0]) - 1, segs[1].start, stop(segs[1]) - 1,
+                         segs[2].start)
 
     def resolve(self, num_blocks: Mapping[str, int]) -> PathSpec:
         """Check the spec against each service's block count and normalise open ends.

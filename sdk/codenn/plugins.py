@@ -11,6 +11,7 @@ Environment switches (read when a manager is created):
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -19,16 +20,29 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import pluggy
+from torch import nn
 
 from codenn import hookspecs
 from codenn.errors import PluginError
+from codenn.protocols import Runtime, Transport
 from codenn.registry import Registry
+from codenn.splitters import BlockSplitter
 
 if TYPE_CHECKING:
-    from codenn.links import LinkFactory
-    from codenn.splitters import BlockSplitter
+    import click
 
 ENTRY_POINT_GROUP = "codenn"
+
+#: The registries filled from ``register(name, obj, description="...")`` hooks: attribute ->
+#: (what one entry is called in messages, hook name, what ``Registry.build`` must return).
+NAMED_REGISTRIES: dict[str, tuple[str, str, type[Any] | None, str]] = {
+    "link_factories": ("link factory", "codenn_register_link_factories", nn.Module, "a torch.nn.Module"),
+    "objectives": ("objective", "codenn_register_objectives", None, ""),
+    "runtimes": ("runtime", "codenn_register_runtimes", Runtime,
+                 "a codenn.protocols.Runtime (name, device, run(x))"),
+    "transports": ("transport", "codenn_register_transports", Transport,
+                   "a codenn.transport.Transport (health, metadata, infer, train_forward, train_backward, close)"),
+}
 
 
 @dataclass(frozen=True)
@@ -84,84 +98,104 @@ class Plugins:
     # -- registries ---------------------------------------------------------------------------
     @property
     def splitters(self) -> Registry[BlockSplitter]:
-        from codenn.splitters import BlockSplitter
+        def fill(owner: str, registry: Registry[BlockSplitter]) -> Callable[..., None]:
+            def register(splitter: BlockSplitter) -> None:
+                if not isinstance(splitter, BlockSplitter):
+                    raise PluginError(
+                        f"plugin {owner!r} registered {splitter!r} as a splitter; expected an "
+                        "instance of codenn.splitters.BlockSplitter"
+                    )
+                registry.add(splitter.name, splitter, owner, _first_line(type(splitter).__doc__))
 
-        def entry(owner: str, splitter: Any) -> tuple[str, BlockSplitter]:
-            if not isinstance(splitter, BlockSplitter):
-                raise PluginError(
-                    f"plugin {owner!r} registered {splitter!r} as a splitter; expected an "
-                    "instance of codenn.splitters.BlockSplitter"
-                )
-            return splitter.name, splitter
+            return register
 
-        return self._registry("splitter", "codenn_register_splitters", entry)
-
-    @property
-    def link_factories(self) -> Registry[LinkFactory]:
-        from codenn.links import LinkFactory
-
-        return self._named_callables("link factory", "codenn_register_link_factories", LinkFactory)
+        return self._registry("splitters", Registry("splitter"), "codenn_register_splitters", fill)
 
     @property
-    def objectives(self) -> Registry[ObjectiveEntry]:
-        return self._named_callables("objective", "codenn_register_objectives", ObjectiveEntry)
+    def link_factories(self) -> Registry[Callable[..., nn.Module]]:
+        return self._named("link_factories")
 
     @property
-    def runtimes(self) -> Registry[RuntimeEntry]:
-        return self._named_callables("runtime", "codenn_register_runtimes", RuntimeEntry)
+    def objectives(self) -> Registry[Callable[..., float]]:
+        return self._named("objectives")
 
     @property
-    def transports(self) -> Registry[TransportEntry]:
-        return self._named_callables("transport", "codenn_register_transports", TransportEntry)
+    def runtimes(self) -> Registry[Callable[..., Runtime]]:
+        return self._named("runtimes")
 
-    def _named_callables(self, kind: str, hook_name: str, make: Callable[[str, Any, str], Any]) -> Registry[Any]:
-        """A registry filled by ``register(name, callable, description="...")`` calls."""
+    @property
+    def transports(self) -> Registry[Callable[..., Transport]]:
+        return self._named("transports")
 
-        def entry(owner: str, name: str, fn: Any, description: str = "") -> tuple[str, Any]:
-            _require_callable(owner, kind, name, fn)
-            return name, make(name, fn, description)
+    @property
+    def commands(self) -> Registry[click.Command]:
+        """CLI commands from ``codenn_register_commands``: each plugin adds to a group of its own,
+        so a name two plugins (or a plugin and the core) both use is caught, not overwritten."""
+        import click
 
-        return self._registry(kind, hook_name, entry)
+        def fill(owner: str, registry: Registry[click.Command]) -> Callable[..., None]:
+            def register(cli: click.Group) -> None:
+                for name, command in cli.commands.items():
+                    registry.add(name, command, owner, command.get_short_help_str(limit=80))
 
-    def _registry(self, kind: str, hook_name: str, entry: Callable[..., tuple[str, Any]]) -> Registry[Any]:
-        """Fill a registry from one hook, once; each ``register`` call knows its plugin."""
-        if hook_name not in self._registries:
-            registry: Registry[Any] = Registry(kind)
+            return register
 
-            def make_register(owner: str) -> Callable[..., None]:
-                def register(*args: Any, **kwargs: Any) -> None:
-                    try:
-                        name, item = entry(owner, *args, **kwargs)
-                    except TypeError as exc:
-                        raise PluginError(f"plugin {owner!r} called register() for a {kind} wrongly: {exc}") from exc
-                    registry.add(name, item, owner)
+        def call(owner: str, registry: Registry[click.Command], impl: Callable[..., Any]) -> None:
+            group = click.Group("codenn")
+            impl(cli=group)
+            fill(owner, registry)(group)
 
-                return register
+        return self._registry("commands", Registry("command"), "codenn_register_commands", fill, call)
 
-            self._call_each(hook_name, make_register)
-            self._registries[hook_name] = registry
-        return self._registries[hook_name]
+    def _named(self, attr: str) -> Registry[Any]:
+        """A registry filled by ``register(name, obj, description="...")`` calls."""
+        kind, hook_name, returns, hint = NAMED_REGISTRIES[attr]
 
-    def _call_each(self, hook_name: str, make_register: Callable[[str], Callable[..., Any]]) -> None:
-        """Call one hook per plugin, so each ``register`` call knows its owner."""
-        caller = getattr(self.pm.hook, hook_name)
-        for impl in caller.get_hookimpls():  # registration order
-            register = make_register(impl.plugin_name)
+        def fill(owner: str, registry: Registry[Any]) -> Callable[..., None]:
+            def register(name: str, obj: Any, description: str = "") -> None:
+                if not callable(obj):
+                    raise PluginError(f"plugin {owner!r} registered {kind} {name!r} with {obj!r}, which is not callable")
+                registry.add(name, obj, owner, description)
+
+            return register
+
+        return self._registry(attr, Registry(kind, returns=returns, returns_hint=hint), hook_name, fill)
+
+    def _registry(
+        self,
+        attr: str,
+        registry: Registry[Any],
+        hook_name: str,
+        fill: Callable[[str, Registry[Any]], Callable[..., None]],
+        call: Callable[[str, Registry[Any], Callable[..., Any]], None] | None = None,
+    ) -> Registry[Any]:
+        """Fill ``registry`` from one hook, once, calling each plugin's implementation on its own
+        so that every registration knows its owner."""
+        if attr in self._registries:
+            return self._registries[attr]
+        for impl in getattr(self.pm.hook, hook_name).get_hookimpls():  # registration order
+            owner = impl.plugin_name
             try:
-                impl.function(*[{"register": register}[a] for a in impl.argnames])
+                if call is not None:
+                    call(owner, registry, impl.function)
+                else:
+                    register = _reporting_misuse(owner, registry.kind, fill(owner, registry))
+                    impl.function(*[{"register": register}[a] for a in impl.argnames])
             except PluginError:
                 raise
             except Exception as exc:
                 raise PluginError(
-                    f"plugin {impl.plugin_name!r} failed in {hook_name}: "
-                    f"{type(exc).__name__}: {exc}"
+                    f"plugin {owner!r} failed in {hook_name}: {type(exc).__name__}: {exc}"
                 ) from exc
+        self._registries[attr] = registry
+        return registry
 
     # -- introspection ------------------------------------------------------------------------
     def info(self) -> list[PluginInfo]:
-        registries = {"splitters": self.splitters, "link_factories": self.link_factories,
-                      "objectives": self.objectives, "runtimes": self.runtimes,
-                      "transports": self.transports}
+        registries: dict[str, Registry[Any]] = {
+            "splitters": self.splitters, **{attr: self._named(attr) for attr in NAMED_REGISTRIES},
+            "commands": self.commands,
+        }
         out = []
         for name, plugin in self.pm.list_name_plugin():
             if plugin is hookspecs:
@@ -175,36 +209,21 @@ class Plugins:
         return sorted(out, key=lambda p: p.name)
 
 
-@dataclass(frozen=True)
-class ObjectiveEntry:
-    """A named path objective (see codenn.cost); lower is better."""
+def _reporting_misuse(owner: str, kind: str, register: Callable[..., None]) -> Callable[..., None]:
+    """``register`` called with the wrong arguments is the plugin's mistake: say whose."""
 
-    name: str
-    fn: Callable[..., float]
-    description: str = ""
+    def checked(*args: Any, **kwargs: Any) -> None:
+        try:
+            inspect.signature(register).bind(*args, **kwargs)
+        except TypeError as exc:
+            raise PluginError(f"plugin {owner!r} called register() for a {kind} wrongly: {exc}") from exc
+        register(*args, **kwargs)
 
-
-@dataclass(frozen=True)
-class RuntimeEntry:
-    """A named inference runtime factory: ``factory(model, **options)`` returns a runtime."""
-
-    name: str
-    factory: Callable[..., Any]
-    description: str = ""
+    return checked
 
 
-@dataclass(frozen=True)
-class TransportEntry:
-    """A named transport factory: ``factory(**options)`` returns a :class:`codenn.transport.Transport`."""
-
-    name: str
-    factory: Callable[..., Any]
-    description: str = ""
-
-
-def _require_callable(owner: str, kind: str, name: str, obj: Any) -> None:
-    if not callable(obj):
-        raise PluginError(f"plugin {owner!r} registered {kind} {name!r} with {obj!r}, which is not callable")
+def _first_line(doc: str | None) -> str:
+    return (doc or "").strip().splitlines()[0] if (doc or "").strip() else ""
 
 
 def validate_hooks(pm: pluggy.PluginManager) -> None:

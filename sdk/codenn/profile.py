@@ -1,14 +1,13 @@
 """Measured costs: per-block and per-link latency on a device and batch size, and the network.
 
-Latencies are medians of many timed runs after warm-up, on random (never zero) inputs, with CUDA
-events on GPU. Communication time is modelled from the boundary tensor's bytes over a configured
-network (bandwidth and round trip); a measured transport replaces the model in a later issue.
+Latencies are medians of many timed runs after warm-up, on random (never zero) inputs, taken by
+:func:`codenn.timing.sample` (CUDA events on GPU). Communication time is modelled from the
+boundary tensor's bytes over a configured network (bandwidth and round trip); a measured
+transport replaces the model in a later issue.
 """
 
 from __future__ import annotations
 
-import statistics
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -17,6 +16,7 @@ from torch import nn
 
 from codenn.blocks import BoundarySpec
 from codenn.errors import ConfigError
+from codenn.timing import sample
 
 
 @dataclass(frozen=True)
@@ -59,33 +59,19 @@ def time_module(
     repeats: int = 15,
     seed: int = 0,
 ) -> float:
-    """Median latency of ``module`` on a ``spec`` input, in microseconds per call."""
+    """Median latency of ``module`` on a ``spec`` input, in microseconds per call (cards and rows
+    keep µs; :mod:`codenn.timing` measures in seconds)."""
     dev = resolve_device(device)
     inputs = [spec.example(batch=batch_size, seed=seed + i).to(dev) for i in range(3)]
     module = module.to(dev)
     was_training = module.training
     module.eval()
-    times: list[float] = []
     try:
         with torch.inference_mode():
-            for i in range(warmup):
-                module(inputs[i % 3])
-            for i in range(repeats):
-                x = inputs[i % 3]
-                if dev.type == "cuda":
-                    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                    start.record()
-                    module(x)
-                    end.record()
-                    torch.cuda.synchronize(dev)
-                    times.append(start.elapsed_time(end) * 1e3)
-                else:
-                    t0 = time.perf_counter()
-                    module(x)
-                    times.append((time.perf_counter() - t0) * 1e6)
+            samples = sample(module, inputs, warmup=warmup, repeats=repeats, device=dev)
     finally:
         module.train(was_training)
-    return statistics.median(times)
+    return samples.median() * 1e6
 
 
 def profile_blocks(

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -27,6 +26,7 @@ from torch.utils.data import TensorDataset
 from codenn import synthetic
 from codenn.data import Splits, image_folder, split_dataset, tensors, torchvision_dataset
 from codenn.errors import ConfigError
+from codenn.fileio import atomic_json
 from codenn.models import load_model, save_safetensors
 from codenn.service import Service
 
@@ -82,17 +82,19 @@ class BaseModelSpec:
 
 def replace_head(model: nn.Module, num_classes: int) -> None:
     """Swap the last Linear layer for a fresh one with ``num_classes`` outputs (fine-tuning)."""
-    if hasattr(model, "reset_classifier"):
-        model.reset_classifier(num_classes)  # timm
+    reset = getattr(model, "reset_classifier", None)
+    if callable(reset):
+        reset(num_classes)  # timm
         return
-    parent, name, last = None, None, None
+    last: tuple[nn.Module, str, nn.Linear] | None = None
     for module in model.modules():
         for child_name, child in module.named_children():
             if isinstance(child, nn.Linear):
-                parent, name, last = module, child_name, child
+                last = (module, child_name, child)
     if last is None:
         raise ConfigError(f"{type(model).__name__} has no Linear classifier to replace")
-    setattr(parent, name, nn.Linear(last.in_features, num_classes))
+    parent, name, linear = last
+    setattr(parent, name, nn.Linear(linear.in_features, num_classes))
 
 
 def _fit(model: nn.Module, splits: Splits, spec: BaseModelSpec, log: Callable[[str], None]) -> float:
@@ -162,16 +164,8 @@ def base_model(spec: BaseModelSpec, *, log: Callable[[str], None] = print) -> tu
     meta = {"spec": asdict(spec), "test_accuracy": acc, "train_seconds": round(time.perf_counter() - t0, 1),
             "num_classes": splits.num_classes}
     save_safetensors(model, weights)
-    _write_json(meta_file, meta)
+    atomic_json(meta_file, meta)
     return model, meta
-
-
-def _write_json(path: Path, data: object) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh, indent=2)
-    os.replace(tmp, path)
 
 
 @dataclass
@@ -203,7 +197,8 @@ def build_scenario(
     shape = (3, local.size, local.size)
     model, meta = base_model(local, log=log)
     local_service = Service(local_name, model, input_shape=shape, architecture=local.model)
-    host_services, info = [], {local_name: meta}
+    host_services: list[Service] = []
+    info: dict[str, object] = {local_name: meta}
     for name, spec in zip(names, hosts):
         spec = replace(spec, size=local.size)
         hmodel, hmeta = base_model(spec, log=log)
@@ -216,8 +211,3 @@ def scenario_from_config(run: Any, log: Callable[[str], None] = print) -> Scenar
     """The services and data a :class:`codenn.config.RunConfig` describes."""
     return build_scenario(run.local.base, tuple(h.base for h in run.hosts), local_name=run.local.name,
                           host_names=tuple(h.name for h in run.hosts), log=log)
-
-
-def default_scenario(log: Callable[[str], None] = print) -> Scenario:
-    """The embedded default: AlexNet on digits (local), MobileNetV2 on shapes (host)."""
-    return build_scenario(log=log)

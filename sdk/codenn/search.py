@@ -13,8 +13,6 @@ Selection uses the validation split; reported accuracies come from the test spli
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -24,83 +22,20 @@ from typing import Any
 
 import torch
 
-from codenn.cost import CostModel, PathMeasures
+from codenn.config import SearchConfig
+from codenn.cost import PathMeasures
 from codenn.data import Splits, tensors
 from codenn.errors import ConfigError
 from codenn.paths import Path
 from codenn.pathspace import PathSpace
-from codenn.pathspec import PathSpec
+from codenn.pathspec import PaperIndices, PathSpec
+from codenn.plotting import plot_pareto
 from codenn.plugins import Plugins, get_plugins
-from codenn.profile import Network, profile_blocks, resolve_device, time_module
+from codenn.profile import profile_blocks, resolve_device, time_module
+from codenn.rows import PathRow, pareto_front
 from codenn.runstore import RunStore
 from codenn.service import Service
-from codenn.train import FeatureCache, LinkTrainer, Screener, TrainConfig, accuracy, init_path_links, path_seed
-
-STRATEGIES = ("exhaustive", "fast")
-# The accuracy assumed when bounding a path's cost before training: "perfect" (1.0) never drops a
-# path that could win; "original" (L_A) also drops paths that would need to beat the original
-# model's accuracy, which cross paths sometimes do.
-BOUND_ACCURACIES = ("perfect", "original")
-
-
-@dataclass(frozen=True)
-class SpaceConfig:
-    """Which candidate paths to consider (see :class:`codenn.pathspace.PathSpace`)."""
-
-    skip: bool = True
-    cross: bool = True
-    min_skipped: int = 1
-    max_hosts: int = 1
-    hin: int | None = None
-    hout: int | None = None
-
-
-@dataclass(frozen=True)
-class FastConfig:
-    """Knobs of the fast strategy."""
-
-    screen_keep: int = 8
-    eta: int = 2
-    first_rung_epochs: int = 1
-    final_keep: int = 2
-    bound_accuracy: str = "perfect"
-
-    def __post_init__(self) -> None:
-        if self.screen_keep < 1 or self.eta < 2 or self.first_rung_epochs < 1 or self.final_keep < 1:
-            raise ConfigError(
-                f"fast search needs screen_keep >= 1, eta >= 2, first_rung_epochs >= 1, final_keep >= 1; got {self}"
-            )
-        if self.bound_accuracy not in BOUND_ACCURACIES:
-            raise ConfigError(f"bound_accuracy {self.bound_accuracy!r} is not one of {BOUND_ACCURACIES}")
-
-
-@dataclass(frozen=True)
-class SearchConfig:
-    strategy: str = "fast"
-    link: str = "conv1x1"
-    link_options: dict[str, Any] = field(default_factory=dict)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    cost: CostModel = field(default_factory=CostModel)
-    network: Network = field(default_factory=Network)
-    space: SpaceConfig = field(default_factory=SpaceConfig)
-    fast: FastConfig = field(default_factory=FastConfig)
-    profile_batch: int = 1
-    profile_repeats: int = 10
-
-    def __post_init__(self) -> None:
-        if self.strategy not in STRATEGIES:
-            raise ConfigError(f"unknown search strategy {self.strategy!r}; choose one of {STRATEGIES}")
-        if self.profile_batch < 1 or self.profile_repeats < 1:
-            raise ConfigError(f"profile_batch and profile_repeats must be >= 1, got {self.profile_batch}, "
-                              f"{self.profile_repeats}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def hash(self) -> str:
-        d = self.to_dict()
-        d["train"].pop("progress", None)
-        return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+from codenn.train import FeatureCache, LinkTrainer, Screener, accuracy, init_path_links, path_seed
 
 
 @dataclass
@@ -122,6 +57,13 @@ class Candidate:
     links_file: str | None = None
 
     @property
+    def built(self) -> Path:
+        """The path with its links, while the candidate is alive (its row emitted, they are freed)."""
+        if self.path is None:
+            raise ConfigError(f"path {self.spec} was already emitted ({self.status}); its links were freed")
+        return self.path
+
+    @property
     def epochs(self) -> int:
         return self.trainer.epochs_done if self.trainer else 0
 
@@ -134,17 +76,17 @@ class Candidate:
 class SearchResult:
     """Every path's row, the Pareto front, the selection and the paper's keep/discard decision."""
 
-    rows: list[dict[str, Any]]
-    original: dict[str, Any]
-    selected: dict[str, Any] | None
+    rows: list[PathRow]
+    original: PathRow
+    selected: PathRow | None
     pareto: list[str]
     decision: str
     totals: dict[str, Any]
     run_dir: str | None = None
 
-    def ranked(self) -> list[dict[str, Any]]:
-        trained = [r for r in self.rows if r["status"] == "trained"]
-        return sorted(trained, key=lambda r: (not r["feasible"], r["cost"]))
+    def ranked(self) -> list[PathRow]:
+        trained = [r for r in self.rows if r.status == "trained"]
+        return sorted(trained, key=lambda r: (not r.feasible, _cost(r)))
 
 
 Log = Callable[[str], None]
@@ -173,7 +115,7 @@ class Search:
             raise ConfigError(f"service names must be distinct, got {[s.name for s in [local, *self.hosts]]}")
         self.splits = splits
         self.plugins = plugins or get_plugins()
-        self.objective = self.plugins.objectives.get(self.config.cost.objective).fn
+        self.objective = self.plugins.objectives.get(self.config.cost.objective)
         self.plugins.link_factories.get(self.config.link)
         self.device = resolve_device(self.config.train.device)
         self.store = RunStore(run_dir) if run_dir is not None else None
@@ -257,34 +199,34 @@ class Search:
     def _trainer(self, cand: Candidate) -> LinkTrainer:
         if cand.trainer is None:
             teacher = self.caches["train"].get(self.local.name, self.local.num_blocks) if self.config.train.distill else None
-            cand.trainer = LinkTrainer(cand.path, self.config.train, self.caches["train"], self.data["train"], teacher)
+            cand.trainer = LinkTrainer(cand.built, self.config.train, self.caches["train"], self.data["train"], teacher)
         return cand.trainer
 
     def _ls_init(self, cand: Candidate) -> None:
         if self.config.train.ls_init:
-            cand.ls_initialised = init_path_links(cand.path, self.caches["train"], self.config.train.ls_samples,
+            cand.ls_initialised = init_path_links(cand.built, self.caches["train"], self.config.train.ls_samples,
                                                   self.config.train.ls_ridge)
 
     def _val(self, cand: Candidate) -> float:
-        cand.val_accuracy = accuracy(cand.path, self.caches["val"], self.data["val"], device=str(self.device))
+        cand.val_accuracy = accuracy(cand.built, self.caches["val"], self.data["val"], device=str(self.device))
         cand.cost = self._cost(cand, cand.val_accuracy)
         return cand.val_accuracy
 
     def _finish(self, cand: Candidate) -> None:
         """Full-budget training done: measure, save links, emit the row."""
         self._val(cand)
-        cand.test_accuracy = accuracy(cand.path, self.caches["test"], self.data["test"], device=str(self.device))
+        cand.test_accuracy = accuracy(cand.built, self.caches["test"], self.data["test"], device=str(self.device))
         cand.status = "trained"
         if self.store is not None:
             manifest = {
-                "spec": str(cand.spec), "paper_form": _paper(cand.spec), "link_factories": list(cand.path.link_factories),
-                "link_sides": list(cand.path.link_sides), "link_options": self.config.link_options,
-                "fingerprints": {n: self.fingerprints[n] for n in cand.path.services},
+                "spec": str(cand.spec), "paper_form": _paper(cand.spec), "link_factories": list(cand.built.link_factories),
+                "link_sides": list(cand.built.link_sides), "link_options": self.config.link_options,
+                "fingerprints": {n: self.fingerprints[n] for n in cand.built.services},
                 "seed": path_seed(self.config.train.seed, str(cand.spec)),
                 "metrics": {"val_accuracy": cand.val_accuracy, "test_accuracy": cand.test_accuracy,
                             "cost": cand.cost, "epochs": cand.epochs},
             }
-            cand.links_file = str(self.store.save_links(str(cand.spec), cand.path.links, manifest))
+            cand.links_file = str(self.store.save_links(str(cand.spec), cand.built.links, manifest))
         self._emit(cand)
 
     def _emit(self, cand: Candidate) -> None:
@@ -299,79 +241,87 @@ class Search:
         if self.on_path_done is not None:
             self.on_path_done(cand)
 
-    def _row(self, cand: Candidate) -> dict[str, Any]:
+    def _row(self, cand: Candidate) -> PathRow:
         m = cand.measures
         acc = cand.val_accuracy
         terms = self.config.cost.terms(replace(m, accuracy=acc), self.l_a) if acc is not None else {}
         try:
-            ix = cand.spec.indices
-            indices = {"lout": ix.lout, "hin": ix.hin, "hout": ix.hout, "lin": ix.lin}
+            ix: PaperIndices | None = cand.spec.indices
         except Exception:
-            indices = {"lout": None, "hin": None, "hout": None, "lin": None}
+            ix = None
         st = cand.stats
-        return {
-            "spec": str(cand.spec), "kind": cand.spec.kind, **indices,
-            "status": cand.status, "reason": cand.reason,
-            "val_accuracy": cand.val_accuracy, "test_accuracy": cand.test_accuracy, "ls_accuracy": cand.ls_accuracy,
-            "ls_initialised": cand.ls_initialised, "epochs": cand.epochs, "train_samples": cand.train_samples,
-            "t_comm_us": m.t_comm_us, "t_local_us": m.t_local_us, "t_host_us": m.t_host_us, "latency_us": m.latency_us,
-            "feasible": self.config.cost.feasible(m),
-            "link_params": st["link_params"], "local_params": st["local_params"], "host_params": st["host_params"],
-            "skipped_params": st["skipped_params"], "local_gflops": m.local_gflops, "host_gflops": m.host_gflops,
-            **terms, "cost": cand.cost, "links_file": cand.links_file,
-        }
+        return PathRow(
+            spec=str(cand.spec), kind=cand.spec.kind, lout=ix.lout if ix else None, hin=ix.hin if ix else None,
+            hout=ix.hout if ix else None, lin=ix.lin if ix else None, status=cand.status, reason=cand.reason,
+            val_accuracy=cand.val_accuracy, test_accuracy=cand.test_accuracy, ls_accuracy=cand.ls_accuracy,
+            ls_initialised=tuple(cand.ls_initialised), epochs=cand.epochs, train_samples=cand.train_samples,
+            t_comm_us=m.t_comm_us, t_local_us=m.t_local_us, t_host_us=m.t_host_us, latency_us=m.latency_us,
+            feasible=self.config.cost.feasible(m), link_params=st["link_params"], local_params=st["local_params"],
+            host_params=st["host_params"], skipped_params=st["skipped_params"], local_gflops=m.local_gflops,
+            host_gflops=m.host_gflops, **terms, cost=cand.cost, links_file=cand.links_file,
+        )
 
     # -- entry points -------------------------------------------------------------------------
-    def train_one(self, spec: PathSpec | str) -> dict[str, Any]:
-        """Train a single path in full (least-squares init, then ``train.epochs``) and save it."""
-        self.rows = {}
-        self.resumed = set()
-        self._prepare()
-        original = self._original()
-        self.original_row = self._row(original)
+    def train_one(self, spec: PathSpec | str) -> PathRow:
+        """Train a single path in full (least-squares init, then ``train.epochs``) and save it.
+
+        With a run directory, the path is written as a run whose selection is this path (so
+        evaluate, export, serve-host and serve accept it); rows of other paths trained there
+        with the same configuration are kept, a directory of another configuration is refused.
+        """
+        t0 = time.perf_counter()
+        self._start()
         parsed = PathSpec.parse(spec) if isinstance(spec, str) else spec
         cand = self._build(parsed)
         self._ls_init(cand)
         self._trainer(cand).train_epochs(self.config.train.epochs)
+        self.resumed.discard(str(cand.spec))
         self._finish(cand)
         for service in self.services.values():
             service.verify_frozen()
-        return self.rows[str(cand.spec)]
+        row = self.rows[str(cand.spec)]
+        self._result(len(self.rows), time.perf_counter() - t0, selected=row)
+        return row
 
-    def run(self, specs: Sequence[PathSpec | str] | None = None) -> SearchResult:
-        """Search the configured path space, or only ``specs`` when given (e.g. the paper's sweeps)."""
-        t0 = time.perf_counter()
-        cfg = self.config
-        done: dict[str, dict[str, Any]] = {}
-        if self.store is not None and self.store.check_resumable(cfg.hash()):
-            done = {r["spec"]: r for r in self.store.rows()}
+    def _start(self) -> Candidate:
+        """Shared start of a search and of one path's training: resume what the run directory
+        holds (same configuration, same service weights), score the original model, write run.json."""
+        done: dict[str, PathRow] = {}
+        if self.store is not None and self.store.check_resumable(self.config.hash()):
+            done = {r.spec: r for r in self.store.rows()}
             self.log(f"resuming {self.store.root}: {len(done)} paths already final")
         self._prepare()
         if done and self.store is not None:
             self.store.check_fingerprints(self.fingerprints)
-        self.rows: dict[str, dict[str, Any]] = dict(done)
+        self.rows: dict[str, PathRow] = dict(done)
         self.resumed = set(done)
         original = self._original()
         self.original_row = self._row(original)
         if self.store is not None:
             self.store.write_json("run.json", self._run_json(None, None, [], {}))
+        return original
+
+    def run(self, specs: Sequence[PathSpec | str] | None = None) -> SearchResult:
+        """Search the configured path space, or only ``specs`` when given (e.g. the paper's sweeps)."""
+        t0 = time.perf_counter()
+        cfg = self.config
+        original = self._start()
         if specs is None:
-            space = PathSpace.between(self.local, self.hosts, **asdict(cfg.space))
-            specs = [s for s in space]
+            paths = list(PathSpace.between(self.local, self.hosts, **asdict(cfg.space)))
         else:
-            specs = [PathSpec.parse(s) if isinstance(s, str) else s for s in specs]
-        if not specs:
+            paths = [PathSpec.parse(s) if isinstance(s, str) else s for s in specs]
+        if not paths:
             raise ConfigError("the path space is empty: allow skip or cross paths, or lower min_skipped")
-        todo = [s for s in specs if str(s.resolve({n: v.num_blocks for n, v in self.services.items()})) not in done]
-        self.log(f"{cfg.strategy} search over {len(specs)} paths ({len(todo)} to do); original val accuracy "
+        todo = [s for s in paths if str(s.resolve({n: v.num_blocks for n, v in self.services.items()})) not in self.resumed]
+        self.log(f"{cfg.strategy} search over {len(paths)} paths ({len(todo)} to do); original val accuracy "
                  f"L_A = {self.l_a:.3f}, cost {original.cost:.4f}")
         if cfg.strategy == "exhaustive":
             self._exhaustive(todo)
         else:
-            self._fast(todo, original.cost)  # type: ignore[arg-type]
+            self._fast(todo, _by_cost(original))
         for service in self.services.values():
             service.verify_frozen()
-        return self._result(specs, time.perf_counter() - t0)
+        return self._result(len(paths), time.perf_counter() - t0)
 
     def _check_bound(self, cands: Sequence[Candidate]) -> None:
         """Eq. (2) with a bound no candidate (nor the original) can meet is a configuration error."""
@@ -379,10 +329,10 @@ class Search:
         if bound is None or not cands:
             return
         fastest = min(c.measures.latency_us for c in cands)
-        if fastest > bound and self.original_row["latency_us"] > bound:
+        if fastest > bound and self.original_row.latency_us > bound:
             raise ConfigError(
                 f"latency bound L_T = {bound:.0f} us cannot be met: the fastest candidate path is estimated at "
-                f"{fastest:.0f} us and the original model at {self.original_row['latency_us']:.0f} us"
+                f"{fastest:.0f} us and the original model at {self.original_row.latency_us:.0f} us"
             )
 
     def _progress(self, items: Sequence[Any], label: str) -> Any:
@@ -419,7 +369,7 @@ class Search:
             for cand in self._progress(alive, f"fast: halving rung ({len(alive)} paths, {rung} epoch(s))"):
                 self._trainer(cand).train_epochs(rung)
                 self._val(cand)
-            alive.sort(key=lambda c: c.cost)  # type: ignore[arg-type, return-value]
+            alive.sort(key=_by_cost)
             keep = max(fast.final_keep, math.ceil(len(alive) / fast.eta))
             for cand in alive[keep:]:
                 cand.status, cand.reason = "pruned", (
@@ -458,11 +408,11 @@ class Search:
                             samples=cfg.train.ls_samples, ridge=cfg.train.ls_ridge)
         for cand in self._progress(sorted(alive, key=lambda c: str(c.spec)), "fast: least-squares screening"):
             if cfg.train.ls_init:
-                cand.ls_initialised, cand.ls_accuracy = screener.screen(cand.path)
+                cand.ls_initialised, cand.ls_accuracy = screener.screen(cand.built)
                 cand.val_accuracy, cand.cost = cand.ls_accuracy, self._cost(cand, cand.ls_accuracy)
             else:
                 cand.ls_accuracy = self._val(cand)
-        alive.sort(key=lambda c: c.cost)  # type: ignore[arg-type, return-value]
+        alive.sort(key=_by_cost)
         for cand in alive[fast.screen_keep:]:
             cand.status, cand.reason = "pruned", (
                 f"screen: least-squares val accuracy {cand.ls_accuracy:.3f} ranks below the top {fast.screen_keep}")
@@ -470,25 +420,29 @@ class Search:
         return alive[: fast.screen_keep]
 
     # -- results ------------------------------------------------------------------------------
-    def _result(self, specs: Sequence[PathSpec], seconds: float) -> SearchResult:
+    def _result(self, paths: int, seconds: float, selected: PathRow | None = None) -> SearchResult:
+        """Selection (unless given: ``train_one`` selects its path), decision, totals; run.json and
+        pareto.png when there is a run directory."""
         rows = list(self.rows.values())
-        trained = [r for r in rows if r["status"] == "trained"]
-        feasible = [r for r in trained if r["feasible"]]
-        selected = min(feasible, key=lambda r: r["cost"]) if feasible else None
+        trained = [r for r in rows if r.status == "trained"]
+        if selected is None:
+            selected = min((r for r in trained if r.feasible), key=_cost, default=None)
         pareto = pareto_front(trained)
-        orig_cost = self.original_row["cost"]
+        orig_cost = _cost(self.original_row)
         if selected is None:
             decision = "discard: no trained path meets the latency bound; keep the original model"
-        elif selected["cost"] < orig_cost:
-            decision = f"keep {selected['spec']}: cost {selected['cost']:.4f} < original {orig_cost:.4f}"
+        elif not selected.feasible:
+            decision = f"discard {selected.spec}: its latency {selected.latency_us:.0f} us breaks the latency bound"
+        elif _cost(selected) < orig_cost:
+            decision = f"keep {selected.spec}: cost {_cost(selected):.4f} < original {orig_cost:.4f}"
         else:
-            decision = f"discard {selected['spec']}: cost {selected['cost']:.4f} >= original {orig_cost:.4f}"
+            decision = f"discard {selected.spec}: cost {_cost(selected):.4f} >= original {orig_cost:.4f}"
         totals = {
-            "paths": len(specs),
+            "paths": paths,
             "trained": len(trained),
-            "pruned": sum(1 for r in rows if r["status"] == "pruned"),
-            "train_samples": sum(r["train_samples"] for r in rows),
-            "train_samples_this_session": sum(r["train_samples"] for k, r in self.rows.items() if k not in self.resumed),
+            "pruned": sum(1 for r in rows if r.status == "pruned"),
+            "train_samples": sum(r.train_samples for r in rows),
+            "train_samples_this_session": sum(r.train_samples for k, r in self.rows.items() if k not in self.resumed),
             "wall_seconds": round(seconds, 2),
         }
         if self.store is not None:
@@ -497,15 +451,26 @@ class Search:
         return SearchResult(rows, self.original_row, selected, pareto, decision, totals,
                             str(self.store.root) if self.store else None)
 
-    def _run_json(self, selected: dict[str, Any] | None, decision: str | None, pareto: list[str],
+    def _run_json(self, selected: PathRow | None, decision: str | None, pareto: list[str],
                   totals: dict[str, Any]) -> dict[str, Any]:
+        """What every reader of the run needs (:class:`codenn.runstore.RunStore`): configuration and
+        its hash, every service's card (fingerprint included), the data, the original model's row,
+        the selection, and the caller's metadata (``codenn search``/``train`` put the run config there)."""
         return {
             "config": self.config.to_dict(), "config_hash": self.config.hash(),
             "services": {n: s.card.to_dict() for n, s in self.services.items()},
             "data": {"name": self.splits.name, **self.splits.sizes(), "num_classes": self.splits.num_classes},
-            "original": self.original_row, "selected": selected, "decision": decision,
-            "pareto": pareto, "totals": totals, "metadata": self.metadata,
+            "original": self.original_row.to_dict(), "selected": selected.to_dict() if selected else None,
+            "decision": decision, "pareto": pareto, "totals": totals, "metadata": self.metadata,
         }
+
+
+def _cost(row: PathRow) -> float:
+    """A scored row's cost: trained rows and the original have one unless results.jsonl was edited."""
+    if row.cost is None:
+        raise ConfigError(f"the {row.status} row of path {row.spec!r} has no cost; a trained or original row "
+                          "needs every term of eq. (1) (was results.jsonl written by hand?)")
+    return row.cost
 
 
 def _paper(spec: PathSpec) -> str | None:
@@ -515,46 +480,6 @@ def _paper(spec: PathSpec) -> str | None:
         return None
 
 
-def pareto_front(rows: Sequence[Mapping[str, Any]]) -> list[str]:
-    """Specs not dominated on (higher val accuracy, lower local GFLOPs, lower latency)."""
-
-    def key(r: Mapping[str, Any]) -> tuple[float, float, float]:
-        return (-r["val_accuracy"], r["local_gflops"], r["latency_us"])
-
-    front = []
-    for r in rows:
-        kr = key(r)
-        if not any(all(a <= b for a, b in zip(key(o), kr)) and key(o) != kr for o in rows):
-            front.append(r["spec"])
-    return front
-
-
-def plot_pareto(rows: Sequence[Mapping[str, Any]], original: Mapping[str, Any], selected: Mapping[str, Any] | None,
-                target: FsPath) -> None:
-    """Accuracy vs local compute, coloured by latency; the front, the pick and the original marked."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    trained = [r for r in rows if r["status"] == "trained"]
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    if trained:
-        sc = ax.scatter([r["local_gflops"] for r in trained], [r["val_accuracy"] for r in trained],
-                        c=[r["latency_us"] / 1e3 for r in trained], cmap="viridis", s=30, label="trained paths")
-        fig.colorbar(sc, ax=ax, label="latency (ms)")
-        front = sorted((r for r in trained if r["spec"] in pareto_front(trained)), key=lambda r: r["local_gflops"])
-        ax.plot([r["local_gflops"] for r in front], [r["val_accuracy"] for r in front], "k--", lw=1, label="Pareto front")
-    ax.scatter([original["local_gflops"]], [original["val_accuracy"]], marker="*", s=200, c="red", label="original model")
-    if selected is not None:
-        ax.scatter([selected["local_gflops"]], [selected["val_accuracy"]], marker="o", s=160, facecolors="none",
-                   edgecolors="red", lw=2, label="selected")
-    ax.set_xlabel("local compute (GFLOPs per sample)")
-    ax.set_ylabel("validation accuracy")
-    ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(target)
+def _by_cost(cand: Candidate) -> float:
+    """A candidate's cost for ranking; one not scored yet ranks last."""
+    return math.inf if cand.cost is None else cand.cost

@@ -16,6 +16,7 @@ from codenn.errors import ConfigError, FrozenParameterError, SplitError
 from codenn.fingerprint import fingerprint
 from codenn.models import load_model
 from codenn.splitters import find_splitter
+from codenn.typed_modules import ModuleSequence
 
 if TYPE_CHECKING:
     from codenn.plugins import Plugins
@@ -150,7 +151,7 @@ class Service(nn.Module):
         self.name = name
         self.splitter_name = chosen.name
         self.model = model
-        self.blocks = nn.ModuleList(FrozenBlock(n, m) for n, m in parts)
+        self.blocks: ModuleSequence[FrozenBlock] = ModuleSequence(FrozenBlock(n, m) for n, m in parts)
         self._family = chosen.family(model)
         self._architecture = architecture or type(model).__name__
         self._modality = modality or chosen.modality

@@ -60,19 +60,14 @@ class RemoteSegment:
         wanted = served if spec is None else (PathSpec.parse(spec) if isinstance(spec, str) else spec).resolve(sizes)
         if str(wanted) != str(served):
             raise ConfigError(f"host model {model!r} serves {str(served)!r}, not {str(wanted)!r}")
-        segs = served.segments
-        if len(segs) != 3 or segs[0].service != local.name or segs[2].service != local.name \
-                or segs[1].service != card.name:
-            raise ConfigError(
-                f"path {str(served)!r} is not a one-visit cross path {local.name} > {card.name} > {local.name}; "
-                "split training and remote inference support exactly that shape (paper, Section IV)")
-        lout = segs[0].end(local.num_blocks) - 1
-        for key, got in (("input", local.card.output_of(lout)), ("output", local.card.input_of(segs[2].start))):
+        visit = served.one_host_visit(sizes, local=local.name, host=card.name)
+        for key, got in (("input", local.card.output_of(visit.lout)), ("output", local.card.input_of(visit.lin))):
             published = (meta.get(f"{key}s") or [{}])[0].get("shape")
             if published != [-1, *got.shape]:
                 raise ConfigError(f"host model {model!r} publishes {key} shape {published}, but {local.name}'s "
                                   f"boundary there is {[-1, *got.shape]}")
-        return cls(model, served, card, lout, segs[2].start, _float(params.get("lr")), _float(params.get("weight_decay")))
+        return cls(model, served, card, visit.lout, visit.lin, _float(params.get("lr")),
+                   _float(params.get("weight_decay")))
 
 
 def _float(v: object) -> float | None:

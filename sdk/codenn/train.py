@@ -19,6 +19,7 @@ from torch import nn
 
 from codenn.errors import ConfigError, FrozenParameterError
 from codenn.paths import Path
+from codenn.pathspec import Segment
 from codenn.service import Service
 
 
@@ -133,9 +134,18 @@ def _design(layer: nn.Conv2d | nn.Linear, feats: torch.Tensor) -> torch.Tensor:
     if isinstance(layer, nn.Linear):
         a = feats.reshape(feats.shape[0], -1)
     else:
-        cols = F.unfold(feats, layer.kernel_size, dilation=layer.dilation, padding=layer.padding, stride=layer.stride)
+        cols = F.unfold(feats, layer.kernel_size, dilation=layer.dilation, padding=_padding(layer), stride=layer.stride)
         a = cols.transpose(1, 2).reshape(-1, cols.shape[1])
     return torch.cat([a, torch.ones(a.shape[0], 1, dtype=a.dtype, device=a.device)], dim=1).double()
+
+
+def _padding(layer: nn.Conv2d) -> tuple[int, ...]:
+    """A conv's padding as numbers: unfold takes no 'same' / 'valid'."""
+    if not isinstance(layer.padding, str):
+        return tuple(layer.padding)
+    if layer.padding == "valid":
+        return (0, 0)
+    return tuple(d * (k - 1) // 2 for d, k in zip(layer.dilation, layer.kernel_size))
 
 
 def _ridge(a: torch.Tensor, y: torch.Tensor, ridge: float) -> torch.Tensor:
@@ -144,10 +154,12 @@ def _ridge(a: torch.Tensor, y: torch.Tensor, ridge: float) -> torch.Tensor:
     if rows >= cols:
         gram = a.T @ a
         lam = ridge * gram.diagonal().mean().clamp_min(1e-12)
-        return torch.linalg.solve(gram + lam * torch.eye(cols, dtype=a.dtype, device=a.device), a.T @ y)
+        primal: torch.Tensor = torch.linalg.solve(gram + lam * torch.eye(cols, dtype=a.dtype, device=a.device), a.T @ y)
+        return primal
     gram = a @ a.T
     lam = ridge * gram.diagonal().mean().clamp_min(1e-12)
-    return a.T @ torch.linalg.solve(gram + lam * torch.eye(rows, dtype=a.dtype, device=a.device), y)
+    dual: torch.Tensor = torch.linalg.solve(gram + lam * torch.eye(rows, dtype=a.dtype, device=a.device), y)
+    return a.T @ dual
 
 
 def least_squares_init(link: nn.Module, x: torch.Tensor, target: torch.Tensor, ridge: float = 1e-3) -> bool:
@@ -318,7 +330,7 @@ class Screener:
         for i, link in enumerate(path.links):
             dst = segs[i + 1]
             service = path.services[dst.service]
-            stop = dst.end(service.num_blocks)  # type: ignore[attr-defined]
+            stop = dst.end(service.num_blocks)
             fit_key = (segs[: i + 1], dst.service, dst.start, factories[: i + 1])
             if shared and fit_key in self._fits:
                 state, ok = self._fits[fit_key]
@@ -335,7 +347,7 @@ class Screener:
                 calib, val = self._acts[act_key]
                 continue
 
-            def run(x: torch.Tensor, link: nn.Module = link, service: Any = service, dst: Any = dst,
+            def run(x: torch.Tensor, link: nn.Module = link, service: Service = service, dst: Segment = dst,
                     stop: int = stop) -> torch.Tensor:
                 return service.run(link(x), dst.start, stop)
 
