@@ -10,6 +10,10 @@ autograd graph of each forward step under its step id until the local provider s
 gradient of its loss with respect to this segment's output; the segment then back-propagates
 into its own links and steps its own AdamW. AdamW is per parameter, so this gives the same
 update as in-process training of the whole path.
+
+Errors: :class:`SegmentStateError` (a ``CodennError``) for a split-training call that does not
+fit the segment's state; a tensor that does not fit the boundary is
+:class:`codenn.errors.BoundaryMismatchError`.
 """
 
 from __future__ import annotations

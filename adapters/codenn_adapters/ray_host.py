@@ -16,7 +16,8 @@ that ran it, and the matching ``train/backward`` must reach that replica and its
 Ray Serve routes by load, not by session, so with ``num_replicas > 1`` both training endpoints
 answer 409 and say so; inference is stateless and safe on any replica.
 
-Ray is an optional extra (``pip install codenn[ray]``) and is imported only when used.
+Ray is an optional extra (``pip install codenn[ray]``) and is imported only when used; without
+it, deploying raises :class:`RayMissingError` (a ``CodennError``).
 """
 
 from __future__ import annotations
