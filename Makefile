@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.codenn-installed
 
-.PHONY: demo test test-all lint bench bench-runtime bench-search bench-serving experiments venv clean
+.PHONY: demo test test-all lint bench bench-runtime bench-search bench-serving bench-coverage experiments venv clean
 
 venv: $(STAMP)
 
@@ -39,6 +39,11 @@ bench-search: $(STAMP)
 
 bench-serving: $(STAMP)
 	$(PY) benchmarks/serving.py
+
+# The smallest model of every timm and torchvision family: split, recompose, export (docs/coverage.md).
+# Under 20 minutes on 2 CPU cores; ARGS="--limit 10" or ARGS="--families timm:levit" for a subset.
+bench-coverage: $(STAMP)
+	$(PY) benchmarks/coverage.py $(ARGS)
 
 # The paper's four experiments (benchmarks/paper): JSON, figures, docs/experiments.md.
 experiments: $(STAMP)

@@ -13,6 +13,7 @@ from torch import nn
 
 from codenn import BoundarySpec, ConfigError, Service, ServiceCard, SplitError
 from codenn.plugins import create_plugins
+from codenn.splitters import find_splitter
 from codenn.testing import (
     check_boundary_specs,
     check_link_factory,
@@ -38,13 +39,17 @@ ARCHITECTURES: dict[str, list[tuple[str, Callable[[], nn.Module], int]]] = {
                      ("mobilenet_v3_large", tv("mobilenet_v3_large"), 64)],
     "resnet": [(n, tv(n), 32) for n in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")],
     "timm": [("timm/resnet18", tm("resnet18"), 64), ("timm/mobilenetv3_small_050", tm("mobilenetv3_small_050"), 64)],
+    # the generic torch.fx splitter (issue 11): a CNN no other splitter handles, and a ViT
+    "fx": [("squeezenet1_1", tv("squeezenet1_1"), 64),
+           ("timm/vit_tiny", lambda: timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32,
+                                                       num_classes=10), 32)],
 }
 CASES = [(splitter, arch, make, size) for splitter, items in ARCHITECTURES.items() for arch, make, size in items]
 
 
 def test_every_registered_splitter_is_covered() -> None:
     builtin = {n for n in create_plugins().splitters.names()
-               if create_plugins().splitters.owner(n) in {"alexnet", "mobilenet", "resnet", "timm"}}
+               if create_plugins().splitters.owner(n) in {"alexnet", "mobilenet", "resnet", "timm", "fx"}}
     assert builtin == set(ARCHITECTURES)
 
 
@@ -106,8 +111,9 @@ def test_unknown_model_and_unsupported_architecture(plugins) -> None:
     with pytest.raises(ConfigError, match="unknown model 'not_a_model'"):
         Service.from_name("not_a_model", plugins=plugins)
     vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=64, num_classes=3)
-    with pytest.raises(SplitError, match="alexnet"):
-        Service("vit", vit, input_shape=(3, 64, 64), plugins=plugins)
+    assert Service("vit", vit, input_shape=(3, 64, 64), plugins=plugins).splitter_name == "fx"  # issue 11
+    with pytest.raises(SplitError, match="alexnet"):  # without the generic fallback splitter
+        find_splitter(vit, [s for s in plugins.splitters if not s.fallback])
     with pytest.raises(SplitError, match="valid block counts are 1..8"):
         Service("a", torchvision.models.alexnet(), num_blocks=9, input_shape=(3, 64, 64), plugins=plugins)
     with pytest.raises(SplitError, match="block 0 .* fails on an input"):

@@ -19,7 +19,9 @@ Spatial resampling (NCHW -> NCHW with different H, W) follows option ``resample`
 
 Flat (NC) boundaries use Linear layers in place of convs, in every factory: NCHW -> NC pools
 (``flat_pool`` x ``flat_pool`` adaptive average pool, default 1 = global) and flattens before the
-body; NC -> NCHW ends with a reshape. Token (NLC) boundaries are not supported here.
+body; NC -> NCHW ends with a reshape. Channel-last maps (NHWC) and tokens (NLC) are joined by
+the layout factories ``linear`` and ``mlp`` (:mod:`codenn_plugins.layout_links`); the factories
+here refuse them with an error that names both layouts and those factories.
 """
 
 from __future__ import annotations
@@ -181,14 +183,32 @@ def _spatial(
     return Resize((dst_hw[0], dst_hw[1])), "interpolate", (1, 1)
 
 
+# The built-in factories that join any two layouts (codenn_plugins.layout_links).
+LAYOUT_FACTORIES = ("linear", "mlp")
+CONV_LAYOUTS = ("NCHW", "NC")
+LAYOUT_WORDS = {"NCHW": "map", "NHWC": "channel-last map", "NLC": "tokens", "NC": "flat"}
+
+
+def describe_layout(spec: BoundarySpec) -> str:
+    """'NLC (tokens) (50, 32)': what error messages call a boundary."""
+    return f"{spec.layout} ({LAYOUT_WORDS[spec.layout]}) {spec.shape}"
+
+
+def factories_joining(src: str, dst: str) -> tuple[str, ...]:
+    """Names of the built-in factories that join layout ``src`` to layout ``dst``."""
+    if src in CONV_LAYOUTS and dst in CONV_LAYOUTS:
+        return (*FACTORIES, *LAYOUT_FACTORIES)
+    return LAYOUT_FACTORIES
+
+
 def _plan(factory: str, src: BoundarySpec, dst: BoundarySpec, opts: Mapping[str, Any]) -> _Plan:
-    for spec, side in ((src, "source"), (dst, "destination")):
-        if spec.layout == "NLC":
-            raise BoundaryMismatchError(
-                f"link factory {factory!r}: the {side} boundary {spec.name!r} {spec.shape} is "
-                "tokens (NLC); tokens are not supported by the built-in link factories "
-                "(they handle NCHW and NC). Register a plugin link factory for token boundaries"
-            )
+    if src.layout not in CONV_LAYOUTS or dst.layout not in CONV_LAYOUTS:
+        raise BoundaryMismatchError(
+            f"link factory {factory!r} joins NCHW maps and NC flat features only; it cannot join "
+            f"{describe_layout(src)} ({src.name!r}) to {describe_layout(dst)} ({dst.name!r}). "
+            f"Factories that can: {', '.join(map(repr, factories_joining(src.layout, dst.layout)))} "
+            "(layout adapters around one linear map or a two-layer MLP; docs/links.md)"
+        )
     if src.layout == "NCHW" and dst.layout == "NCHW":
         resample, mode, stride = _spatial(
             factory, src.spatial, dst.spatial, opts["resample"], opts["pool_mode"]
@@ -252,8 +272,16 @@ def _double(
 # --------------------------------------------------------------------------------------------
 # Options
 # --------------------------------------------------------------------------------------------
-def _options(factory: str, given: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
-    """Merge options over defaults; reject unknown names and bad values with ConfigError."""
+def _options(
+    factory: str,
+    given: Mapping[str, Any],
+    defaults: Mapping[str, Any],
+    choices: Mapping[str, tuple[str, ...]] | None = None,
+) -> dict[str, Any]:
+    """Merge options over defaults; reject unknown names and bad values with ConfigError.
+
+    ``choices`` adds or overrides the valid values of string options (layout links use it).
+    """
     unknown = sorted(set(given) - set(defaults))
     if unknown:
         raise ConfigError(
@@ -265,8 +293,9 @@ def _options(factory: str, given: Mapping[str, Any], defaults: Mapping[str, Any]
     def bad(name: str, valid: str) -> ConfigError:
         return ConfigError(f"link factory {factory!r}: {name}={opts[name]!r} is invalid; {valid}")
 
-    choices = {"resample": RESAMPLE_MODES, "pool_mode": POOL_MODES, "activation": ACTIVATIONS}
-    for name, valid in choices.items():
+    valid_values = {"resample": RESAMPLE_MODES, "pool_mode": POOL_MODES, "activation": ACTIVATIONS,
+                    **(choices or {})}
+    for name, valid in valid_values.items():
         if name in opts and opts[name] not in valid:
             raise bad(name, f"valid values: {', '.join(map(repr, valid))}")
     for name in ("flat_pool", "width"):
@@ -453,5 +482,7 @@ FACTORIES: dict[str, tuple[Callable[..., ConvLink], str]] = {
 
 @hookimpl
 def codenn_register_link_factories(register: Callable[..., None]) -> None:
-    for name, (build, description) in FACTORIES.items():
+    from codenn_plugins.layout_links import LAYOUT_LINKS  # imports this module: load it at call time
+
+    for name, (build, description) in {**FACTORIES, **LAYOUT_LINKS}.items():
         register(name, build, description=description)

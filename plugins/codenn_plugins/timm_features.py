@@ -14,8 +14,7 @@ matching the mode of the model's modules it shares: ``model.train()``, ``block.t
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import torch
@@ -24,6 +23,16 @@ from torch import fx, nn
 from codenn import hookimpl
 from codenn.errors import SplitError
 from codenn.splitters import BlockSplitter, NamedModule, choose_cuts
+from codenn_plugins._fx import (
+    Root,
+    TracedBlock,
+    block_names,
+    extract,
+    probe_size,
+    restore_modes,
+    trace,
+    training_modes,
+)
 
 SUPPORTED = (
     "timm CNNs with NCHW feature maps: resnet, efficientnet, mobilenetv3, regnet, convnext, "
@@ -74,39 +83,18 @@ class TimmFeatureSplitter(BlockSplitter):
         cut_stages = choose_cuts(len(features) + 1, num_blocks, [len(features) - 1])
         cut_modules = [features[i]["module"] for i in cut_stages]
 
-        modes = _training_modes(model)
+        modes = training_modes(model)
         try:
             parts = {mode: _partition(model, mode, cut_modules, features) for mode in (True, False)}
         finally:
-            _restore_modes(modes)
+            restore_modes(modes)
         names = parts[False].names
         blocks = [
-            _TimmBlock(name, train_gm, eval_gm)
+            TracedBlock(name, train_gm, eval_gm)
             for name, train_gm, eval_gm in zip(names, parts[True].modules, parts[False].modules)
         ]
         _check_boundaries(model, blocks, [features[i] for i in cut_stages])
         return [(b.block_name, b) for b in blocks]
-
-
-class _TimmBlock(nn.Module):
-    """One contiguous piece of a traced timm model, as a train-mode and an eval-mode graph."""
-
-    def __init__(self, name: str, train_graph: fx.GraphModule, eval_graph: fx.GraphModule) -> None:
-        super().__init__()
-        self.block_name = name
-        self.train_graph = train_graph
-        self.eval_graph = eval_graph
-        # not registered as a submodule: only read for its mode (see module docstring)
-        self._mode_ref: list[nn.Module] = _first_submodule(eval_graph)
-
-    def _is_training(self) -> bool:
-        return self._mode_ref[0].training if self._mode_ref else self.training
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (self.train_graph if self._is_training() else self.eval_graph)(x)
-
-    def extra_repr(self) -> str:
-        return f"name={self.block_name!r}"
 
 
 class _Parts(NamedTuple):
@@ -114,51 +102,6 @@ class _Parts(NamedTuple):
 
     names: list[str]
     modules: list[fx.GraphModule]
-
-
-class _Root(nn.Module):
-    """Calls the model with its forward's defaults, so optional arguments (``attn_mask=None``)
-    do not become extra graph inputs."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> Any:
-        return self.model(x)
-
-
-ROOT = "model."
-
-
-class _Tracer(fx.Tracer):
-    """An fx tracer that respects timm's leaf modules / no-trace functions and records, for
-    every module call, the node its output came from and, for every node, its module path
-    (relative to the model, not to the :class:`_Root` that wraps it)."""
-
-    def __init__(self, leaf_types: Sequence[type], autowrap_functions: Sequence[Callable[..., Any]]) -> None:
-        super().__init__(autowrap_modules=(math,), autowrap_functions=tuple(autowrap_functions))
-        self._leaf_types = tuple(leaf_types)
-        self.module_outputs: dict[str, list[Any]] = {}
-        self.node_paths: dict[fx.Node, str] = {}
-
-    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        if self._leaf_types and isinstance(m, self._leaf_types):
-            return True
-        return super().is_leaf_module(m, module_qualified_name)
-
-    def call_module(self, m: nn.Module, forward: Callable[..., Any], args: tuple[Any, ...],
-                    kwargs: dict[str, Any]) -> Any:
-        out = super().call_module(m, forward, args, kwargs)
-        self.module_outputs.setdefault(self.path_of_module(m).removeprefix(ROOT), []).append(out)
-        return out
-
-    def create_proxy(self, kind: str, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
-                     *rest: Any, **options: Any) -> fx.Proxy:
-        proxy = super().create_proxy(kind, target, args, kwargs, *rest, **options)
-        path = target if kind == "call_module" else self.scope.module_path
-        self.node_paths[proxy.node] = path.removeprefix(ROOT) if path != "model" else ""
-        return proxy
 
 
 def _feature_dicts(model: nn.Module) -> list[dict[str, Any]]:
@@ -183,38 +126,11 @@ def _is_token_model(model: nn.Module) -> bool:
     return str(getattr(fmt, "value", fmt)) != "NCHW"
 
 
-def _training_modes(model: nn.Module) -> dict[nn.Module, bool]:
-    return {m: m.training for m in model.modules()}
-
-
-def _restore_modes(modes: dict[nn.Module, bool]) -> None:
-    for m, mode in modes.items():
-        m.training = mode
-
-
-def _trace(root: _Root, training: bool) -> tuple[fx.Graph, _Tracer]:
-    """Trace the model in one mode with timm's FX rules (leaf modules, autowrapped functions)."""
-    from timm.layers import get_notrace_functions, get_notrace_modules
-
-    model = root.model
-    model.train(training)
-    tracer = _Tracer(get_notrace_modules(), get_notrace_functions())
-    try:
-        graph = tracer.trace(root)
-    except Exception as exc:
-        raise SplitError(
-            f"splitter 'timm' could not trace {type(model).__name__} with torch.fx "
-            f"({'train' if training else 'eval'} mode): {type(exc).__name__}: {exc}. It supports "
-            f"{SUPPORTED} that torch.fx can trace"
-        ) from exc
-    return graph, tracer
-
-
 def _partition(model: nn.Module, training: bool, cut_modules: list[str],
                features: list[dict[str, Any]]) -> _Parts:
     """Cut the graph traced in one mode after each of ``cut_modules``' outputs."""
-    root = _Root(model)
-    graph, tracer = _trace(root, training)
+    root = Root(model)
+    graph, tracer = trace(root, training, splitter="timm", supported=SUPPORTED)
     mode = "train" if training else "eval"
     nodes = list(graph.nodes)
     placeholders = [n for n in nodes if n.op == "placeholder"]
@@ -264,8 +180,8 @@ def _partition(model: nn.Module, training: bool, cut_modules: list[str],
         if n.op not in ("placeholder", "output", "get_attr"):
             members[part_of[n]].append(n)
     ends = [*cut_nodes, result]
-    modules = [_extract(root, members[i], inputs[i], ends[i]) for i in range(len(inputs))]
-    names = _block_names(members, tracer.node_paths, [d["module"] for d in features])
+    modules = [extract(root, members[i], inputs[i], ends[i]) for i in range(len(inputs))]
+    names = block_names(members, tracer.node_paths, [d["module"] for d in features], HEAD)
     return _Parts(names, modules)
 
 
@@ -289,81 +205,15 @@ def _check_chain(model: nn.Module, mode: str, nodes: list[fx.Node], part_of: dic
             )
 
 
-def _extract(root: _Root, members: list[fx.Node], start: fx.Node, end: fx.Node) -> fx.GraphModule:
-    """A GraphModule running ``members`` on one tensor; parameters are the model's own."""
-    graph = fx.Graph()
-    env: dict[fx.Node, fx.Node] = {start: graph.placeholder("x")}
-
-    def arg(u: fx.Node) -> fx.Node:
-        if u not in env:  # only get_attr nodes can be missing (checked by _check_chain)
-            env[u] = graph.get_attr(u.target)  # type: ignore[arg-type]  # get_attr nodes always have a str target
-        return env[u]
-
-    for n in members:
-        env[n] = graph.node_copy(n, arg)
-    graph.output(arg(end))
-    # GraphModule copies references to the submodules / parameters the graph names
-    return fx.GraphModule(root, graph, class_name=type(root.model).__name__ + "Block")
-
-
-def _unit(path: str, feature_modules: list[str]) -> str:
-    """The display unit of a module path: its feature stage, or the shallowest name that is not
-    a parent of a feature stage (``blocks.2`` rather than ``blocks``)."""
-    for f in feature_modules:
-        if path == f or path.startswith(f + "."):
-            return f
-    parts = path.split(".")
-    for depth in range(1, len(parts) + 1):
-        name = ".".join(parts[:depth])
-        if not any(f.startswith(name + ".") for f in feature_modules):
-            return name
-    return path
-
-
-def _block_names(members: list[list[fx.Node]], paths: dict[fx.Node, str],
-                 feature_modules: list[str]) -> list[str]:
-    """Names like ``conv1..layer2``, ``layer3..layer4``, ``head``: what each block contains."""
-    last_feature = feature_modules[-1]
-    seen_last = False
-    names = []
-    for nodes in members:
-        units: list[str] = []
-        for n in nodes:
-            path = paths.get(n, "")
-            if not path:
-                continue
-            unit = _unit(path, feature_modules)
-            if unit == last_feature:
-                seen_last = True
-            elif seen_last:  # everything after the last stage is the head
-                unit = HEAD
-            if not units or units[-1] != unit:
-                units.append(unit)
-        if not units:
-            names.append(HEAD if seen_last else "ops")
-        elif len(units) == 1:
-            names.append(units[0])
-        else:
-            names.append(f"{units[0]}..{units[-1]}")
-    return names
-
-
-def _first_submodule(gm: fx.GraphModule) -> list[nn.Module]:
-    for n in gm.graph.nodes:
-        if n.op == "call_module":
-            return [gm.get_submodule(n.target)]
-    return []
-
-
-def _check_boundaries(model: nn.Module, blocks: list[_TimmBlock], cut_features: list[dict[str, Any]]) -> None:
+def _check_boundaries(model: nn.Module, blocks: list[TracedBlock], cut_features: list[dict[str, Any]]) -> None:
     """Run the eval graphs once and refuse boundaries that are not NCHW maps of the stage's width."""
     if not cut_features:
         return
-    size = _probe_size(model)
+    size = probe_size(model)
     param = next(model.parameters(), None)
     x = torch.randn((1, *size), dtype=param.dtype if param is not None else torch.float32,
                     device=param.device if param is not None else "cpu")
-    modes = _training_modes(model)
+    modes = training_modes(model)
     model.eval()
     try:
         with torch.no_grad():
@@ -385,7 +235,7 @@ def _check_boundaries(model: nn.Module, blocks: list[_TimmBlock], cut_features: 
                         "Swin, ...) are not supported"
                     )
     finally:
-        _restore_modes(modes)
+        restore_modes(modes)
 
 
 def _is_nchw(x: Any, channels: Any) -> bool:
@@ -399,16 +249,6 @@ def _describe(x: Any, channels: Any) -> str:
     if x.dim() == 4 and x.shape[-1] == channels:
         layout = " (NHWC)"
     return f"a tensor of shape {tuple(x.shape)}{layout}"
-
-
-def _probe_size(model: nn.Module) -> tuple[int, ...]:
-    """The input size the model is configured for: a fixed patch grid wins over pretrained_cfg."""
-    cfg = getattr(model, "pretrained_cfg", None) or {}
-    chans, height, width = tuple(cfg.get("input_size", (3, 224, 224)))
-    img_size = getattr(getattr(model, "patch_embed", None), "img_size", None)
-    if isinstance(img_size, (tuple, list)) and len(img_size) == 2:
-        height, width = int(img_size[0]), int(img_size[1])
-    return (int(chans), height, width)
 
 
 @hookimpl

@@ -151,7 +151,7 @@ def split_cmd(model: str, blocks: int, check: bool, input_size: int, weights: st
         table.add_column(col)
     for card, spec in zip(service.card.blocks, service.boundaries):
         table.add_row(str(card.index), card.name, f"{card.params:,}", f"{card.flops / 1e6:.2f}",
-                      f"{spec.layout} {tuple(spec.shape)}")
+                      spec.summary())
     console.print(table)
     if check:
         from codenn.testing import recomposition_error

@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from codenn.blocks import BoundarySpec, FrozenBlock, count_flops, parameter_count, run_blocks
+from codenn.blocks import BoundarySpec, FrozenBlock, LayoutHints, count_flops, parameter_count, run_blocks
 from codenn.errors import ConfigError, FrozenParameterError, SplitError
 from codenn.fingerprint import fingerprint
 from codenn.models import load_model
-from codenn.splitters import find_splitter
+from codenn.splitters import find_splitter, split_model
 from codenn.typed_modules import ModuleSequence
 
 if TYPE_CHECKING:
@@ -143,11 +143,8 @@ class Service(nn.Module):
                 f"{', '.join(chosen.architectures) or 'its own models'}"
             )
         model.requires_grad_(False)
-        count = chosen.default_blocks if num_blocks is None else num_blocks
-        chosen.check_count(model, count)
-        parts = chosen.split(model, count)
-        if len(parts) != count:
-            raise SplitError(f"splitter {chosen.name!r} returned {len(parts)} blocks; {count} were asked for")
+        # no count: the default, capped by the model's maximum; a named splitter gets no fallback
+        chosen, parts = split_model(model, chosen, num_blocks, [] if splitter else list(plugins.splitters))
         self.name = name
         self.splitter_name = chosen.name
         self.model = model
@@ -179,7 +176,7 @@ class Service(nn.Module):
         x = self._input.example(batch=2)
         specs: list[BoundarySpec] = []
         cards: list[BlockCard] = []
-        size = self._input.spatial[-1] if self._input.spatial else None
+        hints = LayoutHints.of_model(self.model, self._input)  # NHWC maps, ViT grid and prefix tokens
         with torch.no_grad():
             for i, block in enumerate(self.blocks):
                 try:
@@ -196,7 +193,7 @@ class Service(nn.Module):
                         f"{type(y).__name__}; a boundary must be a single tensor"
                     )
                 cards.append(BlockCard(i, block.name, parameter_count(block), count_flops(block, x)))
-                specs.append(BoundarySpec.of(y, name=f"{self.name}.{i}", input_size=size))
+                specs.append(hints.spec(y, name=f"{self.name}.{i}"))
                 x = y
         return tuple(specs), tuple(cards)
 

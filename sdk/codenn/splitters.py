@@ -21,11 +21,14 @@ class BlockSplitter(ABC):
 
     Subclasses set ``name`` (registry key), ``architectures`` (the families it handles, shown in
     errors) and ``default_blocks``, and implement :meth:`handles`, :meth:`max_blocks`, :meth:`split`.
+    A ``fallback`` splitter (the generic graph splitter) handles almost anything, so
+    :func:`find_splitter` asks it only after every other splitter, whatever the loading order.
     """
 
     name: str = ""
     architectures: tuple[str, ...] = ()
     default_blocks: int = 4
+    fallback: bool = False
     description: str = ""
     modality: str = "image"
 
@@ -109,8 +112,9 @@ def group_units(units: Sequence[NamedModule], cuts: Sequence[int]) -> list[Named
 
 
 def find_splitter(model: nn.Module, splitters: Sequence[BlockSplitter]) -> BlockSplitter:
-    """The first splitter that handles ``model``, or an error naming what is supported."""
-    for splitter in splitters:
+    """The first splitter that handles ``model`` (fallback splitters last), or an error naming
+    what is supported."""
+    for splitter in sorted(splitters, key=lambda s: s.fallback):  # stable: registration order otherwise
         if splitter.handles(model):
             return splitter
     families = sorted({a for s in splitters for a in s.architectures})
@@ -118,3 +122,37 @@ def find_splitter(model: nn.Module, splitters: Sequence[BlockSplitter]) -> Block
         f"no registered splitter can cut a {type(model).__name__}. Supported architectures: "
         f"{available(families)}. Write a splitter plugin (docs/writing-plugins.md) to add one"
     )
+
+
+def split_model(
+    model: nn.Module, chosen: BlockSplitter, num_blocks: int | None, others: Sequence[BlockSplitter] = ()
+) -> tuple[BlockSplitter, list[NamedModule]]:
+    """Cut ``model`` with ``chosen`` into ``num_blocks`` blocks (None: the smaller of the
+    splitter's default and the model's maximum).
+
+    A splitter's ``handles`` is a cheap guess; when ``chosen`` claims the model but its ``split``
+    fails (not the block count: that error stands), the first fallback splitter among ``others``
+    that handles the model cuts it instead, and if that fails too both reasons are raised.
+    """
+
+    def cut(splitter: BlockSplitter) -> list[NamedModule]:
+        count = min(splitter.default_blocks, splitter.max_blocks(model)) if num_blocks is None else num_blocks
+        splitter.check_count(model, count)
+        parts = splitter.split(model, count)
+        if len(parts) != count:
+            raise SplitError(f"splitter {splitter.name!r} returned {len(parts)} blocks; {count} were asked for")
+        return parts
+
+    if num_blocks is not None:
+        chosen.check_count(model, num_blocks)
+    try:
+        return chosen, cut(chosen)
+    except SplitError as first:
+        rescue = next((s for s in others if s.fallback and s is not chosen and s.handles(model)), None)
+        if rescue is None or chosen.fallback:
+            raise
+        try:
+            return rescue, cut(rescue)
+        except SplitError as second:
+            raise SplitError(f"{first}. The fallback splitter {rescue.name!r} failed too: {second}") from second
+

@@ -130,9 +130,13 @@ def _capture(link: nn.Module, layer: nn.Module, x: torch.Tensor) -> tuple[torch.
 
 
 def _design(layer: nn.Conv2d | nn.Linear, feats: torch.Tensor) -> torch.Tensor:
-    """Rows = output positions, columns = the layer's receptive field (+1 for the bias)."""
+    """Rows = output positions, columns = the layer's receptive field (+1 for the bias).
+
+    A Linear acts on the last dim, so every leading position (a token of (B, N, C), a pixel of
+    channel-last (B, H, W, C)) is a row, as SN-Net fits its token stitching layers.
+    """
     if isinstance(layer, nn.Linear):
-        a = feats.reshape(feats.shape[0], -1)
+        a = feats.reshape(-1, layer.in_features)
     else:
         cols = F.unfold(feats, layer.kernel_size, dilation=layer.dilation, padding=_padding(layer), stride=layer.stride)
         a = cols.transpose(1, 2).reshape(-1, cols.shape[1])
@@ -165,9 +169,12 @@ def _ridge(a: torch.Tensor, y: torch.Tensor, ridge: float) -> torch.Tensor:
 def least_squares_init(link: nn.Module, x: torch.Tensor, target: torch.Tensor, ridge: float = 1e-3) -> bool:
     """Fit a link's single linear layer so that ``link(x) ~ target`` (ridge least squares).
 
-    Applies to links with exactly one parametric layer (Conv2d without groups, or Linear) whose
-    output is the link's output up to a reshape, as checked on ``x``; returns False otherwise,
-    leaving the link untouched. The idea follows model-stitching work (SN-Net's ``ps_inv``).
+    Applies to links with exactly one parametric layer (Conv2d without groups, or Linear on the
+    last dim of any rank) whose output is the link's output up to a reshape, as checked on ``x``;
+    returns False otherwise, leaving the link untouched. Parameter-free modules before the layer
+    (resampling, layout adapters: permute, reshape, prefix tokens) are fine: the fit sees the
+    layer's own input, captured by a hook. The idea follows model-stitching work (SN-Net's
+    ``ps_inv``).
     """
     layer = _single_layer(link)
     if layer is None:
@@ -177,7 +184,7 @@ def least_squares_init(link: nn.Module, x: torch.Tensor, target: torch.Tensor, r
         return False  # something after the layer is not a pure reshape
     a = _design(layer, feats)
     if isinstance(layer, nn.Linear):
-        t = target.reshape(target.shape[0], -1)
+        t = target.reshape(-1, layer.out_features)
     else:
         t = target.reshape(out.shape).flatten(2).transpose(1, 2).reshape(-1, out.shape[1])
     if a.shape[0] != t.shape[0]:
