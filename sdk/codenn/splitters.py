@@ -1,4 +1,4 @@
-"""The contract of a block splitter, and the grouping helper most splitters use.
+"""The contract of a block splitter, and the cut helpers most splitters use.
 
 A splitter cuts a model into N contiguous blocks whose composition, in order, is the original
 forward. Splitters come from plugins (``codenn_register_splitters``); the core never imports one.
@@ -63,6 +63,7 @@ class UnitSplitter(BlockSplitter):
     ``units`` lists the smallest pieces (their composition is the model); ``preferred_cuts``
     lists cut positions (a cut at ``i`` falls after unit ``i``) from most to least preferred. N
     blocks take the first N-1 preferred cuts; cuts not listed are used last, evenly spread.
+    :func:`stage_cuts` gives the usual order (head, then stage ends, deepest first).
     """
 
     @abstractmethod
@@ -80,6 +81,26 @@ class UnitSplitter(BlockSplitter):
         units = self.units(model)
         cuts = choose_cuts(len(units), num_blocks, self.preferred_cuts(model))
         return group_units(units, cuts)
+
+
+def stage_cuts(stage_starts: Sequence[bool], head_cut: bool = True) -> list[int]:
+    """Preferred cut positions for a chain of units grouped in stages, for
+    :meth:`UnitSplitter.preferred_cuts`.
+
+    ``stage_starts[i]`` says whether unit ``i`` begins a new stage (typically: it lowers the
+    spatial resolution; a value for unit 0 is ignored, nothing can be cut before it). The cuts
+    are, most preferred first: before the last unit (the head) when ``head_cut``, then every stage
+    end (the unit before a stage start), deepest first. So two blocks separate features from the
+    classifier, and a few more blocks separate the coarse stages, where a link is most useful::
+
+        stage_cuts([False, False, True, False, True, False, False])   # 2 convs x 3 stages, head
+        # -> [5, 3, 1]: before the head, then after units 3 and 1
+    """
+    n = len(stage_starts)
+    cuts = [n - 2] if head_cut and n >= 2 else []
+    ends = [i - 1 for i in range(1, n) if stage_starts[i]]
+    cuts += [c for c in sorted(ends, reverse=True) if c not in cuts]
+    return cuts
 
 
 def choose_cuts(num_units: int, num_blocks: int, preferred: Sequence[int]) -> list[int]:

@@ -25,6 +25,11 @@ from codenn.splitters import BlockSplitter
 
 RECOMPOSITION_TOLERANCE = 1e-5
 
+LINK_CHECK_BATCH = 3
+"""The batch :func:`check_link_factory` trains a link on: more than one sample, so batch norm in
+a link has batch statistics to compute in train mode (at batch 1 on a 1x1 map, or on flat
+features, ``BatchNorm`` raises "Expected more than 1 value per channel when training")."""
+
 
 class ConformanceError(CodennError, AssertionError):
     """A plugin violates codenn's contract."""
@@ -140,12 +145,18 @@ def check_link_factory(
     **options: object,
 ) -> None:
     """A link factory builds, for each (src, dst) pair, a module that maps src to dst shape, whose
-    parameters are all trainable and receive gradients on a real batch."""
+    parameters are all trainable and receive gradients on a real batch.
+
+    Each link runs twice, on random ``src`` inputs: :func:`codenn.links.build_link`'s shape check
+    in **eval** mode at batch 2 (no gradient), then one forward and backward pass in **train** mode
+    at batch :data:`LINK_CHECK_BATCH` (3). Batch norm in a link therefore works here; the batch is
+    fixed (not an option) so that every factory option can pass through ``options``.
+    """
     plugins = plugins or create_plugins()
     for src, dst in pairs:
         link = build_link(src, dst, factory, plugins=plugins, **options)
         link.train()
-        out = link(src.example(batch=3))
+        out = link(src.example(batch=LINK_CHECK_BATCH))
         if tuple(out.shape[1:]) != dst.shape:
             raise ConformanceError(f"link {factory!r}: {src.shape} -> {tuple(out.shape[1:])}, expected {dst.shape}")
         params = list(link.parameters())

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from codenn import BoundaryMismatchError, BoundarySpec, ConfigError, UnitSplitter, hookimpl
-from codenn.splitters import NamedModule
+from codenn.splitters import NamedModule, stage_cuts
 
 __all__ = [
     "DepthwiseSeparableLink",
@@ -119,13 +119,9 @@ class TinyConvNetSplitter(UnitSplitter):
         return units
 
     def preferred_cuts(self, model: nn.Module) -> list[int]:
-        ends: list[int] = []  # index of the last unit of each stage
-        last = -1
-        for stage in model.stages:
-            last += len(stage)
-            ends.append(last)
-        head_cut = ends[-1]  # after the last conv unit, i.e. before the head
-        return [head_cut, *sorted(ends[:-1], reverse=True)]
+        # one flag per unit: does it begin a stage? (the first conv of every stage; the head: no)
+        starts = [i == 0 for stage in model.stages for i in range(len(stage))]
+        return stage_cuts([*starts, False])  # before the head, then stage ends, deepest first
 
 
 # --------------------------------------------------------------------------------------------

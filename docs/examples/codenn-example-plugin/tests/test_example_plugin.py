@@ -57,6 +57,8 @@ def test_default_split_is_stages_and_head(service: Service) -> None:
         "stage1.conv1..stage1.conv2", "stage2.conv1..stage2.conv2", "stage3.conv1..stage3.conv2", "head",
     ]
     assert [b.shape for b in service.boundaries] == [(16, 32, 32), (32, 16, 16), (64, 8, 8), (10,)]
+    # codenn.splitters.stage_cuts: before the head (after unit 5), then the stage ends, deepest first
+    assert plugin.TinyConvNetSplitter().preferred_cuts(service.model) == [5, 3, 1]
     check_service_frozen(service)
 
 
