@@ -4,8 +4,6 @@ exported per provider side with parity and the no-foreign-parameter check."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import timm
 import torch
@@ -18,16 +16,8 @@ from codenn.paths import Path
 from codenn.train import FeatureCache, LinkTrainer, TrainConfig, init_path_links
 from codenn_adapters.onnx_export import export_path
 
-pytestmark = pytest.mark.onnx
+pytestmark = [pytest.mark.onnx, pytest.mark.usefixtures("one_torch_thread")]
 SIZE = 32
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

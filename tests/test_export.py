@@ -43,7 +43,7 @@ from codenn_adapters.runtimes import (
 )
 from tiny import TinyCNN, tiny_plugins
 
-pytestmark = pytest.mark.onnx
+pytestmark = [pytest.mark.onnx, pytest.mark.usefixtures("one_torch_thread")]
 
 SIZE = 64
 # Paths that re-enter the local model late keep the files small (AlexNet's fc6/fc7 alone are
@@ -54,16 +54,6 @@ ALEX_CROSS = "alexnet[:1] > mobilenet_v2[1:3] > alexnet[6:]"
 MNV2_SKIP = "mobilenet_v2[:2] > mobilenet_v2[6:]"
 TIMM_SKIP = "rn[:2] > rn[3:]"
 TIMM_CROSS = "mobilenet_v2[:2] > rn[2:3] > mobilenet_v2[6:]"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """Exporting is single-threaded Python; one torch thread keeps the PyTorch references from
-    spinning OpenMP threads on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

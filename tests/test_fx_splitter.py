@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 import timm
@@ -19,6 +19,8 @@ from codenn_plugins.alexnet import AlexNetSplitter
 from codenn_plugins.fx_splitter import FxSplitter
 
 SIZE = 32
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class Residual(nn.Module):
@@ -83,15 +85,6 @@ def vgg() -> nn.Module:
 MODELS: dict[str, Callable[[], nn.Module]] = {
     "vit": vit, "swin": swin, "densenet": densenet, "inception": Inception, "vgg": vgg, "residual": Residual,
 }
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """Tiny models run fastest on one thread on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture

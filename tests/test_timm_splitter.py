@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
 
 import pytest
 import timm
@@ -28,21 +27,13 @@ MODELS = {
 }
 SIZE = 64
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 def make(name: str, **kwargs: object) -> nn.Module:
     # dropout and drop-path on, so train mode is stochastic and the train graph is exercised
     return timm.create_model(name, pretrained=False, num_classes=10, drop_rate=0.2, drop_path_rate=0.1,
                              **kwargs)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """These small convnets run fastest on one thread; with two, a busy 2-core machine makes
-    OpenMP spin and forwards take 20x longer."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture
