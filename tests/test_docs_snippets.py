@@ -72,14 +72,8 @@ def test_stage_cuts_order() -> None:
     assert stage_cuts([]) == [] and stage_cuts([True]) == []
 
 
-def test_units_module_reexports_the_core_helper() -> None:
-    from codenn_plugins import _units
-
-    assert _units.stage_cuts is stage_cuts
-
-
 def test_builtin_splitters_keep_their_cuts() -> None:
-    """MobileNetV2 and ResNet18 (which use stage_cuts through _units) cut where they always did."""
+    """MobileNetV2 and ResNet18 (which use codenn.splitters.stage_cuts) cut where they always did."""
     import torchvision
 
     from codenn_plugins.mobilenet import MobileNetV2Splitter

@@ -12,8 +12,8 @@ from torch import nn
 from torchvision.models import MobileNetV2, MobileNetV3
 
 from codenn import hookimpl
-from codenn.splitters import BlockSplitter, NamedModule, UnitSplitter
-from codenn_plugins._units import head, stage_cuts
+from codenn.splitters import BlockSplitter, NamedModule, UnitSplitter, stage_cuts
+from codenn_plugins._units import head
 
 
 def _feature_units(model: nn.Module) -> list[NamedModule]:

@@ -12,8 +12,8 @@ from torch import nn
 from torchvision.models import ResNet
 
 from codenn import hookimpl
-from codenn.splitters import BlockSplitter, NamedModule, UnitSplitter
-from codenn_plugins._units import head, stage_cuts
+from codenn.splitters import BlockSplitter, NamedModule, UnitSplitter, stage_cuts
+from codenn_plugins._units import head
 
 
 class ResNetSplitter(UnitSplitter):
