@@ -137,7 +137,7 @@ def test_split_training_endpoints_and_save_on_shutdown(t, tmp_path) -> None:
         r = c.post(f"/v2/models/{seg.name}/train/backward", content=body, headers={**h, **AUTH})
         assert r.status_code == 422
     saved = load_file(str(tmp_path / f"{seg.name}.safetensors"))
-    assert saved.keys() == before.keys()
+    assert {k for k in saved if not k.startswith("optimizer/")} == before.keys()
     for key, value in seg.link_state().items():
         torch.testing.assert_close(saved[key], value, rtol=0, atol=0)
     assert any(not torch.equal(saved[k], before[k]) for k in before)  # one AdamW step moved the links
@@ -283,7 +283,7 @@ def test_real_server_split_training_keeps_secrets(t, served) -> None:
     received = b"".join(body for kind, _, _, body in wire if kind == "response")
     segment_in, segment_out = reference.link_specs[0][0].shape, reference.link_specs[1][1].shape
     # what went to the host: boundary activations and output gradients, nothing else
-    trained = [(u, h, b) for k, u, h, b in wire if k == "request" and "/train/" in u]
+    trained = [(u, h, b) for k, u, h, b in wire if k == "request" and "/train/" in u and not u.endswith("/state")]
     assert len(trained) == 2 * remote.steps
     for url, headers, body in trained:
         header, tensors = oip.decode_request(body, headers.get(oip.HEADER_LENGTH))

@@ -27,7 +27,7 @@ def test_segment_copies_drop_the_lock_and_pending_graphs() -> None:
     x = seg.input_spec.example(batch=2)
     seg.train_forward(x, 0)
     twin = copy.deepcopy(seg)  # goes through __getstate__/__setstate__ as Ray's serializer does
-    assert twin._pending == {} and twin._optimizer is None and twin._lock is not seg._lock
+    assert twin._trainers == {} and twin._lock is not seg._lock
     torch.testing.assert_close(twin.infer(x)[0], seg.infer(x)[0])
 
 
@@ -216,7 +216,8 @@ def test_serve_host_replicas_option(segment, tmp_path, monkeypatch) -> None:
     assert res.exit_code == 0, res.output
     assert "3 replica(s) at http://127.0.0.1:8123" in res.output
     (call,) = calls
-    assert call["segments"] == [segment] and call["num_replicas"] == 3 and call["tokens"] == TOKENS
+    assert call["segments"] == [segment] and call["num_replicas"] == 3
+    assert {n: p.token for n, p in call["tokens"].providers.items()} == TOKENS
     res = CliRunner().invoke(cli, [*base, "--replicas", "2", "--ssl-certfile", str(tmp_path / "tls.pem"),
                                    "--ssl-keyfile", str(tmp_path / "tls.pem")])
     assert res.exit_code == 2 and "TLS proxy" in res.output

@@ -11,11 +11,18 @@ gradient of its loss with respect to this segment's output; the segment then bac
 into its own links and steps its own AdamW. AdamW is per parameter, so this gives the same
 update as in-process training of the whole path.
 
+Split-training state is kept per calling provider (:mod:`codenn_adapters.split_state`): its own
+pending graphs, AdamW moments and ledger of applied steps, so a backward retried after a timeout
+is answered again instead of applied twice. A step whose gradients or resulting link weights
+are not finite is rolled back and refused: one careless peer cannot poison what every other
+peer is served. :meth:`HostSegment.save_checkpoint` / :meth:`HostSegment.load_checkpoint` make
+the training survive a crash.
+
 Errors: :class:`SegmentStateError` (a ``CodennError``) for a split-training call that does not
 fit the segment's state; a tensor that does not fit the boundary is
-:class:`codenn.errors.BoundaryMismatchError`.
+:class:`codenn.errors.BoundaryMismatchError`, one with NaN or inf values
+:class:`codenn.errors.NonFiniteError`.
 """
-
 from __future__ import annotations
 
 import copy
@@ -23,7 +30,6 @@ import json
 import os
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path as FsPath
 from typing import TYPE_CHECKING, Any, cast
@@ -32,18 +38,27 @@ import torch
 from torch import nn
 
 from codenn.blocks import BoundarySpec
-from codenn.errors import BoundaryMismatchError, CodennError, ConfigError
+from codenn.errors import BoundaryMismatchError, ConfigError, NonFiniteError
 from codenn.pathspec import PathSpec
 from codenn.runstore import slug
 from codenn.served import Served
 from codenn.service import Service
+from codenn_adapters.split_state import (
+    Applied,
+    ProviderTraining,
+    SegmentStateError,
+    digest,
+    finite_count,
+    read_checkpoint,
+    restore_trainer,
+    snapshot,
+    write_checkpoint,
+)
 
 if TYPE_CHECKING:
     from codenn.paths import Path
 
-
-class SegmentStateError(CodennError):
-    """A split-training call that does not fit the segment's state (unknown or expired step id)."""
+__all__ = ["HostSegment", "SegmentStateError", "segments_from_run"]
 
 
 class HostSegment:
@@ -76,8 +91,7 @@ class HostSegment:
         self.device = torch.device(device)
         self.links = nn.ModuleList([entry_link, exit_link]).to(self.device)
         self.lr, self.weight_decay, self.max_pending = lr, weight_decay, max_pending
-        self._optimizer: torch.optim.Optimizer | None = None
-        self._pending: OrderedDict[int, torch.Tensor] = OrderedDict()
+        self._trainers: dict[str, ProviderTraining] = {}
         self._lock = threading.Lock()
         self.steps_trained = 0
         # the shapes the links produce must be what the host blocks and the local suffix take
@@ -87,16 +101,16 @@ class HostSegment:
 
     def __getstate__(self) -> dict[str, Any]:
         """What a copy in another process (a Ray Serve replica) gets: links, blocks, specs and
-        ``steps_trained``; not the lock, the pending split-training graphs or the optimizer
-        state (a copy starts split training afresh)."""
+        ``steps_trained``; not the lock nor any provider's split-training state (pending graphs,
+        optimizer: a copy starts split training afresh)."""
         state = dict(self.__dict__)
-        for key in ("_lock", "_pending", "_optimizer"):
+        for key in ("_lock", "_trainers"):
             state.pop(key, None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._lock, self._pending, self._optimizer = threading.Lock(), OrderedDict(), None
+        self._lock, self._trainers = threading.Lock(), {}
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
@@ -126,6 +140,7 @@ class HostSegment:
             raise BoundaryMismatchError(f"input to {self.name!r} has shape {tuple(x.shape)}; expected a batch "
                                         f"of shape [-1, {', '.join(map(str, self.input_spec.shape))}]")
         self.input_spec.check(x, f"input to host segment {self.name!r}")
+        _refuse_non_finite(x, "input", self.name)
 
     def serve(self, x: torch.Tensor) -> Served:
         """The segment's output (on CPU) and the compute seconds it took."""
@@ -135,49 +150,118 @@ class HostSegment:
             self.links.eval()
             with torch.inference_mode():
                 y = self._forward(x.to(self.device)).cpu()
-            return Served(y, time.perf_counter() - t0)
+            seconds = time.perf_counter() - t0
+        _refuse_non_finite(y, "output", self.name, " for this input (values too large for the model?)")
+        return Served(y, seconds)
 
     def infer(self, x: torch.Tensor) -> tuple[torch.Tensor, float]:
         """:meth:`serve` as ``(output, seconds)``, for callers that unpack a pair."""
         served = self.serve(x)
         return served.output, served.seconds
 
-    def train_forward(self, x: torch.Tensor, step: int) -> tuple[torch.Tensor, float]:
-        """Forward with autograd into the links; the graph waits under ``step`` for its gradient."""
+    def _trainer(self, provider: str) -> ProviderTraining:
+        tr = self._trainers.get(provider)
+        if tr is None:
+            tr = self._trainers[provider] = ProviderTraining(self._new_optimizer(self.links.parameters()))
+        return tr
+
+    def _new_optimizer(self, params: Any) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
+
+    def train_forward(self, x: torch.Tensor, step: int, provider: str = "default") -> tuple[torch.Tensor, float]:
+        """Forward with autograd into the links; the graph waits under (``provider``, ``step``)
+        for its gradient. A forward for a step already applied is refused (the ledger answers
+        its backward), so a retried step can never be trained twice."""
         self.check_input(x)
         with self._lock:
             t0 = time.perf_counter()
-            if self._optimizer is None:
-                self._optimizer = torch.optim.AdamW(self.links.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+            tr = self._trainer(provider)
+            if step in tr.applied:
+                raise SegmentStateError(f"step {step} of {self.name!r} was already applied; your next step is "
+                                        f"{tr.public()['next_step']}")
             self.links.train()
             out = self._forward(x.to(self.device))
-            self._pending.pop(step, None)
-            self._pending[step] = out
-            while len(self._pending) > self.max_pending:
-                self._pending.popitem(last=False)
-            return out.detach().cpu(), time.perf_counter() - t0
+            y = out.detach().cpu()
+            if finite_count(y):
+                raise NonFiniteError(f"output of {self.name!r} for step {step} has {finite_count(y)} non-finite "
+                                     "values; the step is refused")
+            tr.pending.pop(step, None)
+            tr.pending[step] = out
+            while len(tr.pending) > self.max_pending:
+                tr.pending.popitem(last=False)
+            return y, time.perf_counter() - t0
 
-    def train_backward(self, step: int, grad: torch.Tensor) -> float:
-        """Back-propagate dL/d(output) of ``step`` into the links and step the optimizer."""
+    def train_backward(self, step: int, grad: torch.Tensor, provider: str = "default") -> float:
+        """Back-propagate dL/d(output) of ``step`` into the links and step ``provider``'s optimizer.
+
+        The same gradient sent again for an applied step (a retry after a timeout) answers what
+        it answered first and changes nothing; a step whose gradients or new link weights are not
+        finite is rolled back and refused (:class:`NonFiniteError`)."""
+        _refuse_non_finite(grad, "grad", self.name)
         with self._lock:
             t0 = time.perf_counter()
-            out = self._pending.get(step)
+            tr = self._trainer(provider)
+            done = tr.applied.get(step)
+            if done is not None:
+                if done.digest != digest(grad):
+                    raise SegmentStateError(f"step {step} of {self.name!r} was already applied with another "
+                                            "gradient; a retry must send the same one")
+                return done.seconds
+            out = tr.pending.get(step)
             if out is None:
                 raise SegmentStateError(
-                    f"segment {self.name!r} has no pending forward for step {step}; pending steps: "
-                    f"{list(self._pending) or 'none'} (call train/forward first; at most {self.max_pending} are kept)")
+                    f"segment {self.name!r} has no pending forward for step {step} from {provider!r}; your pending steps: "
+                    f"{list(tr.pending) or 'none'} (call train/forward first; at most {self.max_pending} are kept)")
             if tuple(grad.shape) != tuple(out.shape) or grad.dtype != out.dtype:
                 raise BoundaryMismatchError(
                     f"gradient for step {step} has shape {list(grad.shape)} and dtype {grad.dtype}; expected shape "
                     f"{list(out.shape)} and dtype {out.dtype} (the output of that step)")
-            del self._pending[step]
-            if self._optimizer is None:  # unreachable: train_forward created the pending step
-                raise SegmentStateError(f"segment {self.name!r} has no optimizer")
-            self._optimizer.zero_grad(set_to_none=True)
+            del tr.pending[step]
+            weights, moments = snapshot(self.links, tr.optimizer)
+            tr.optimizer.zero_grad(set_to_none=True)
             out.backward(grad.to(self.device))
-            self._optimizer.step()
+            bad = sum(finite_count(p.grad) for p in self.links.parameters() if p.grad is not None)
+            if not bad:
+                tr.optimizer.step()
+                bad = sum(finite_count(p.detach()) for p in self.links.parameters()) + \
+                    sum(finite_count(v) for st in tr.optimizer.state.values() for v in st.values()
+                        if isinstance(v, torch.Tensor))  # an inf moment would stall every later step
+            if bad:
+                self.links.load_state_dict(weights)
+                tr.optimizer.load_state_dict(moments)
+                tr.optimizer.zero_grad(set_to_none=True)
+                raise NonFiniteError(f"step {step} of {self.name!r} would make {bad} link gradients, weights or "
+                                     "optimizer moments non-finite; it was rolled back and not applied")
+            seconds = time.perf_counter() - t0
+            tr.remember(step, Applied(digest(grad), seconds))
             self.steps_trained += 1
-            return time.perf_counter() - t0
+            return seconds
+
+    def train_state(self, provider: str = "default") -> dict[str, Any]:
+        """``provider``'s own split-training counters (what a resuming trainer needs), nobody else's."""
+        with self._lock:
+            tr = self._trainers.get(provider)
+            return tr.public() if tr is not None else \
+                {"steps_trained": 0, "last_step": None, "next_step": 0, "pending_steps": []}
+
+    # -- durability ---------------------------------------------------------------------------
+    def save_checkpoint(self, file: str | os.PathLike[str]) -> None:
+        """Links and every provider's optimizer and counters, atomically and durably (safetensors)."""
+        with self._lock:
+            write_checkpoint(FsPath(file), self.link_state(), self._trainers, spec=str(self.spec),
+                             side=self.service.name, fingerprint=self.service.fingerprint())
+
+    def load_checkpoint(self, file: str | os.PathLike[str]) -> int:
+        """Resume from :meth:`save_checkpoint`'s file after checking it is of this path on these very
+        host blocks (fingerprint); returns the steps it holds."""
+        links, providers, optim = read_checkpoint(FsPath(file), spec=str(self.spec),
+                                                  fingerprint=self.service.fingerprint())
+        with self._lock:
+            self.load_link_state(links)
+            self._trainers = {name: restore_trainer(meta, optim, self.links.parameters(), self._new_optimizer)
+                              for name, meta in providers.items()}
+            self.steps_trained = sum(tr.steps for tr in self._trainers.values())
+            return self.steps_trained
 
     # -- what may be published ----------------------------------------------------------------
     def metadata(self) -> dict[str, Any]:
@@ -227,6 +311,13 @@ class HostSegment:
         for i, link in ((0, self.links[0]), (exit_index, self.links[1])):
             prefix = f"{i}."
             link.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+
+
+def _refuse_non_finite(t: torch.Tensor, name: str, model: str, why: str = "") -> None:
+    bad = finite_count(t)
+    if bad:
+        raise NonFiniteError(f"tensor {name!r} of model {model!r} has {bad} non-finite values (NaN or inf) of "
+                             f"{t.numel()}{why}; only finite values are accepted")
 
 
 def _json(spec: BoundarySpec) -> str:

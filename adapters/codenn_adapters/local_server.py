@@ -41,6 +41,7 @@ class CoordinatedModel:
         self.service = service
         self.coordinator = coordinator
         self.name = service.name
+        self.local_name = service.name
         self.input_spec: BoundarySpec = service.input_spec
         self.output_spec: BoundarySpec = service.card.boundaries[-1]
 
@@ -62,13 +63,19 @@ class CoordinatedModel:
                                "routes": json.dumps([r.info.spec for r in self.coordinator.routes]),
                                "stats": json.dumps(self.coordinator.stats())}}
 
-    def train_forward(self, x: torch.Tensor, step: int) -> tuple[torch.Tensor, float]:
+    def train_forward(self, x: torch.Tensor, step: int, provider: str = "default") -> tuple[torch.Tensor, float]:
         raise self._inference_only()
 
-    def train_backward(self, step: int, grad: torch.Tensor) -> float:
+    def train_backward(self, step: int, grad: torch.Tensor, provider: str = "default") -> float:
         raise self._inference_only()
 
-    def save_links(self, file: str | os.PathLike[str]) -> None:
+    def train_state(self, provider: str = "default") -> dict[str, Any]:
+        raise self._inference_only()
+
+    def save_checkpoint(self, file: str | os.PathLike[str]) -> None:
+        raise self._inference_only()
+
+    def load_checkpoint(self, file: str | os.PathLike[str]) -> int:
         raise self._inference_only()
 
     def _inference_only(self) -> SegmentStateError:

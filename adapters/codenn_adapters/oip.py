@@ -42,6 +42,8 @@ DATATYPES: dict[str, tuple[str, torch.dtype]] = {
     "UINT8": ("u1", torch.uint8),
     "BOOL": ("?", torch.bool),
 }
+MAX_DIMS = 8
+MAX_DIM_SIZE = 2**31 - 1
 _BY_TORCH = {t: name for name, (_, t) in DATATYPES.items()}
 
 
@@ -118,7 +120,11 @@ def _encode(header: dict[str, Any], field: str, tensors: Mapping[str, torch.Tens
     header[field] = entries
     if parameters:
         header["parameters"] = dict(parameters)
-    head = json.dumps(header, separators=(",", ":")).encode()
+    try:  # OIP JSON has no NaN or inf: never send the bare tokens
+        head = json.dumps(header, separators=(",", ":"), allow_nan=False).encode()
+    except ValueError:
+        raise ProtocolError("a tensor or parameter holds NaN or inf, which JSON cannot carry; send finite values "
+                            "(or binary tensor data)") from None
     if not binary:
         return head, {"Content-Type": JSON_TYPE}
     return head + b"".join(blobs), {"Content-Type": BINARY_TYPE, HEADER_LENGTH: str(len(head))}
@@ -165,16 +171,18 @@ def _split(body: bytes, header_length: str | int | None) -> tuple[Any, bytes]:
         head, rest = body[:n], body[n:]
     try:
         return json.loads(head), rest
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise ProtocolError(f"the JSON header is not valid JSON: {exc}", 400) from None
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, int digit limit
+        raise ProtocolError(f"the JSON header is not valid JSON: {str(exc)[:200]}", 400) from None
 
 
 def _tensor(entry: TensorHeader, rest: bytes, offset: int) -> tuple[torch.Tensor, int]:
     """One tensor from its header entry and the binary section; returns the new offset."""
     if entry.datatype not in DATATYPES:
         raise ProtocolError(f"tensor {entry.name!r} has datatype {entry.datatype!r}; supported: {sorted(DATATYPES)}")
-    if any(s < 0 for s in entry.shape) or len(entry.shape) > 8:
-        raise ProtocolError(f"tensor {entry.name!r} has shape {entry.shape}; sizes must be >= 0, at most 8 dimensions")
+    if len(entry.shape) > MAX_DIMS or any(not 0 <= s <= MAX_DIM_SIZE for s in entry.shape):
+        shown = str(entry.shape)[:120]
+        raise ProtocolError(f"tensor {entry.name!r} has shape {shown}; sizes must be between 0 and {MAX_DIM_SIZE}, "
+                            f"at most {MAX_DIMS} dimensions")
     np_dtype = np.dtype(DATATYPES[entry.datatype][0])
     count = math.prod(entry.shape)
     size = (entry.parameters or {}).get("binary_data_size")

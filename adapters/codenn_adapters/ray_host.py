@@ -30,6 +30,7 @@ from pathlib import Path as FsPath
 from typing import Any
 
 from codenn.errors import CodennError, ConfigError
+from codenn_adapters.access import AccessList, access_from
 from codenn_adapters.host_segment import HostSegment
 from codenn_adapters.host_server import DEFAULT_MAX_BYTES, create_app
 
@@ -123,7 +124,7 @@ class ReplicaApp:
 def host_application(
     segments: Sequence[HostSegment] | Mapping[str, HostSegment],
     *,
-    tokens: Mapping[str, str],
+    tokens: Mapping[str, Any] | AccessList,
     num_replicas: int = 2,
     max_bytes: int = DEFAULT_MAX_BYTES,
     num_cpus: float = 1.0,
@@ -143,7 +144,7 @@ def host_application(
     if num_replicas > 1:
         refused = (f"it runs {num_replicas} Ray Serve replicas and a train/backward must reach the replica that "
                    "ran its train/forward; train on a host with one replica (--replicas 1 or plain serve-host)")
-    app = ReplicaApp(segments, {"tokens": dict(tokens), "max_bytes": max_bytes, "training_refused": refused,
+    app = ReplicaApp(segments, {"tokens": access_from(tokens), "max_bytes": max_bytes, "training_refused": refused,
                              "save_dir": None if save_dir is None else FsPath(save_dir)})
     app.build()  # the same checks as serve-host (tokens, max_bytes, names), here rather than in a replica
     _, serve = _ray()
@@ -175,7 +176,7 @@ class RayHost:
 def deploy_segments(
     segments: Sequence[HostSegment] | Mapping[str, HostSegment],
     *,
-    tokens: Mapping[str, str],
+    tokens: Mapping[str, Any] | AccessList,
     num_replicas: int = 2,
     host: str = "127.0.0.1",
     port: int = 8000,

@@ -11,8 +11,10 @@ and T_cm replaced by the measured communication time (round trip minus the host'
 compute, exponentially smoothed). The host's slowdown is read from what the host reports, not
 from the round trip: a busy local server delays its own HTTP client, and that is local load
 (already in c_l'), not the host's. The lowest-cost route whose load-adjusted latency meets L_T (eq. (2)) runs; when none
-does, the fastest one. A host that fails or misses ``timeout_s`` is skipped for ``retry_after_s``
-and the request runs on the best local-only route instead: no request is lost.
+does, the fastest one. A host that fails, misses ``timeout_s`` or answers with something that is
+not the boundary its route needs (:func:`codenn.transport.check_host_reply`: shape, dtype,
+batch, NaN / inf, compute time) is skipped for ``retry_after_s`` and the request runs on the
+best local-only route instead: no request is lost, and nothing a bad reply carried is measured.
 """
 
 from __future__ import annotations
@@ -29,8 +31,10 @@ from codenn.cost import CostModel, PathMeasures, paper_cost
 from codenn.errors import ConfigError, TransportError
 from codenn.pathspec import PathSpec
 from codenn.timing import Samples, sample
+from codenn.transport import HostReply, check_host_reply
 
 if TYPE_CHECKING:
+    from codenn.blocks import BoundarySpec
     from codenn.paths import Path
     from codenn.service import Service
     from codenn.transport import Transport
@@ -62,31 +66,39 @@ Run = Callable[[torch.Tensor], torch.Tensor]
 @dataclass(frozen=True)
 class HostLeg:
     """How a cross route runs: its local prefix, the model a host serves (through ``transport``),
-    its local suffix. One object, so that a route either has all of it or none."""
+    its local suffix, and ``expected``, the boundary the suffix takes (batch excluded), which
+    every host reply must fit before it is used. One object, so that a route either has all of
+    it or none."""
 
     prefix: Run
     suffix: Run
     transport: Transport
     model: str
     host: str
+    expected: BoundarySpec
+
+    def check(self, reply: HostReply, batch: int) -> HostReply:
+        """``reply`` if it fits :attr:`expected` for ``batch`` samples; else BadHostReplyError."""
+        return check_host_reply(reply, self.expected, batch, host=self.host, model=self.model)
 
 
 class Route:
     """One servable path: all local (original model, skip paths), or local around one host segment."""
 
     def __init__(self, info: RouteInfo, *, run: Run | None = None, prefix: Run | None = None,
-                 suffix: Run | None = None, transport: Transport | None = None, model: str | None = None) -> None:
-        remote = (prefix, suffix, transport, model)
+                 suffix: Run | None = None, transport: Transport | None = None, model: str | None = None,
+                 expected: BoundarySpec | None = None) -> None:
+        remote = (prefix, suffix, transport, model, expected)
         if any(v is None for v in remote) if run is None else any(v is not None for v in remote):
-            raise ConfigError(f"route {info.spec!r} needs either run= (local) or prefix, suffix, transport and "
-                              "model (through a host), not a mix")
+            raise ConfigError(f"route {info.spec!r} needs either run= (local) or prefix, suffix, transport, "
+                              "model and expected (through a host), not a mix")
         if (transport is not None) != (info.host is not None):
             raise ConfigError(f"route {info.spec!r}: info.host={info.host!r} must be set exactly when a transport is")
         self.info, self._run = info, run
         self.leg: HostLeg | None = None
         if prefix is not None and suffix is not None and transport is not None and model is not None \
-                and info.host is not None:
-            self.leg = HostLeg(prefix, suffix, transport, model, info.host)
+                and expected is not None and info.host is not None:
+            self.leg = HostLeg(prefix, suffix, transport, model, info.host, expected)
 
     @property
     def offloads(self) -> bool:
@@ -125,7 +137,8 @@ class Route:
     def through_host(cls, local: Service, spec: PathSpec | str, transport: Transport, model: str,
                      info: RouteInfo) -> Route:
         """A cross path ``local[:lout+1] > host[..] > local[lin:]``: the local provider runs its
-        two segments and holds no link (they live on the host), the host serves ``model``."""
+        two segments and holds no link (they live on the host), the host serves ``model`` and
+        must answer with the input of local block ``lin`` (each reply is checked against it)."""
         parsed = PathSpec.parse(spec) if isinstance(spec, str) else spec
         visit = parsed.one_host_visit({local.name: local.num_blocks}, local=local.name)
         stop, lin = visit.lout + 1, visit.lin
@@ -138,7 +151,8 @@ class Route:
             with torch.inference_mode():
                 return local.run(h, lin, None)
 
-        return cls(info, prefix=prefix, suffix=suffix, transport=transport, model=model)
+        return cls(info, prefix=prefix, suffix=suffix, transport=transport, model=model,
+                   expected=local.card.input_of(lin))
 
 
 @dataclass(frozen=True)
@@ -266,8 +280,9 @@ class Coordinator:
     def calibrate(self, x: torch.Tensor, repeats: int = 10) -> dict[str, RouteInfo]:
         """Measure every route's nominal times here, now (a search's profile may come from another
         machine or a busy one): local time of local routes, of a cross route's two local
-        segments, and the host's reported compute and T_cm. A host that fails keeps the given
-        values and is marked down. Returns the new infos by spec."""
+        segments, and the host's reported compute and T_cm. A host that fails, or answers with a
+        reply :meth:`HostLeg.check` refuses, keeps the given values and is marked down. Returns
+        the new infos by spec."""
         out: dict[str, RouteInfo] = {}
         for i, route in enumerate(self.routes):
             info, leg = route.info, route.leg
@@ -275,15 +290,16 @@ class Coordinator:
                 info = replace(info, local_us=nominal_latency_us(route.run_here(), x, repeats))
             else:
                 h = leg.prefix(x)
+                batch = int(x.shape[0])
                 try:
-                    replies = [leg.transport.infer(leg.model, h, timeout=self.config.timeout_s)
+                    replies = [leg.check(leg.transport.infer(leg.model, h, timeout=self.config.timeout_s), batch)
                                for _ in range(max(3, repeats // 2))]
                 except TransportError:
                     self._host_failed(leg.host)
                     out[info.spec] = info
                     continue
                 replies = replies[1:]  # the first call opens the connection
-                n = max(1, int(x.shape[0]))
+                n = max(1, batch)
                 host_us = Samples(tuple(r.host_compute_s for r in replies), n).median() * 1e6 / n
                 comm_us = Samples(tuple(r.comm_s for r in replies), n).median() * 1e6 / n
                 local_us = nominal_latency_us(leg.prefix, x, repeats) + \
@@ -316,9 +332,11 @@ class Coordinator:
         if leg is None:
             out = self._local(route.run_here(), x)
             return out, self._done(route, cost, c_l, c_h, t0)
+        batch = int(x.shape[0])
         try:
             h = self._local(leg.prefix, x)
-            reply = leg.transport.infer(leg.model, h, timeout=self.config.timeout_s)
+            # checked before anything of it is measured or used: a wrong answer is a failed host
+            reply = leg.check(leg.transport.infer(leg.model, h, timeout=self.config.timeout_s), batch)
         except TransportError as exc:
             self._host_failed(leg.host)
             with self._lock:
@@ -331,8 +349,7 @@ class Coordinator:
             with self._lock:
                 self._hosts[leg.host].probing = False
             raise
-        self._host_answered(leg.host, reply.round_trip_s, reply.host_compute_s / max(1, int(x.shape[0])),
-                            reply.comm_s)
+        self._host_answered(leg.host, reply.round_trip_s, reply.host_compute_s / max(1, batch), reply.comm_s)
         out = self._local(leg.suffix, reply.output)
         return out, self._done(route, cost, c_l, c_h, t0, comm_s=reply.comm_s)
 

@@ -84,3 +84,15 @@ class HostRejectedError(TransportError):
     def __init__(self, message: str, status: int = 400) -> None:
         super().__init__(message)
         self.status = status
+
+
+class NonFiniteError(BoundaryMismatchError):
+    """A tensor holds NaN or infinite values where only finite ones are valid: an input or a
+    gradient sent to a host, an output a model produced, or link weights a training step made.
+    A host answers 422 to it and never applies such a step."""
+
+
+class BadHostReplyError(HostUnavailableError):
+    """The host answered 200, but the answer is not what the call needs (wrong shape, dtype or
+    batch, non-finite values, no numeric compute time). Treated like a down host: the caller
+    falls back locally, and the host's failure count goes up."""

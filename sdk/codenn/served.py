@@ -48,8 +48,13 @@ class ServedModel(Protocol):
         ...
 
     @property
+    def local_name(self) -> str:
+        """The local service whose path this is (what a token file's ``local:SERVICE`` right matches)."""
+        ...
+
+    @property
     def steps_trained(self) -> int:
-        """Split-training steps taken since the server started (links are saved when > 0)."""
+        """Split-training steps taken, all providers together (a checkpoint is written when > 0)."""
         ...
 
     def metadata(self) -> dict[str, Any]:
@@ -60,14 +65,22 @@ class ServedModel(Protocol):
         """One inference on a batch."""
         ...
 
-    def train_forward(self, x: torch.Tensor, step: int) -> tuple[torch.Tensor, float]:
-        """Split training's forward half: (output, compute seconds)."""
+    def train_forward(self, x: torch.Tensor, step: int, provider: str = "default") -> tuple[torch.Tensor, float]:
+        """Split training's forward half for ``provider``: (output, compute seconds)."""
         ...
 
-    def train_backward(self, step: int, grad: torch.Tensor) -> float:
-        """Split training's backward half: compute seconds."""
+    def train_backward(self, step: int, grad: torch.Tensor, provider: str = "default") -> float:
+        """Split training's backward half for ``provider``: compute seconds."""
         ...
 
-    def save_links(self, file: str | os.PathLike[str]) -> None:
-        """Write what split training changed."""
+    def train_state(self, provider: str = "default") -> dict[str, Any]:
+        """``provider``'s own split-training counters (``steps_trained``, ``last_step``, ``next_step``)."""
+        ...
+
+    def save_checkpoint(self, file: str | os.PathLike[str]) -> None:
+        """Write what split training changed, durably."""
+        ...
+
+    def load_checkpoint(self, file: str | os.PathLike[str]) -> int:
+        """Resume from :meth:`save_checkpoint`'s file; returns the steps it holds."""
         ...
