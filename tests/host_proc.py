@@ -19,7 +19,7 @@ from codenn.blocks import BoundarySpec
 from codenn.links import build_link
 from codenn.pathspec import PathSpec
 from codenn_adapters.host_segment import HostSegment
-from codenn_adapters.host_server import create_app, load_tokens, serve
+from codenn_adapters.host_server import create_app, load_tokens, resume_checkpoints, serve
 from tiny import TinyCNN, tiny_plugins
 
 
@@ -39,7 +39,11 @@ def main(folder: str, port: int) -> None:
     seg = HostSegment(cfg["spec"], host, entry, exit_, input_spec=src, output_spec=dst,
                       lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     seg.load_link_state(load_file(str(root / "links.safetensors")))
-    app = create_app([seg], tokens=load_tokens(root / "tokens.json"), max_bytes=cfg["max_bytes"])
+    save_dir = cfg.get("save_dir")
+    if save_dir and cfg.get("resume"):
+        resume_checkpoints([seg], save_dir)
+    app = create_app([seg], tokens=load_tokens(root / "tokens.json"), max_bytes=cfg["max_bytes"], save_dir=save_dir,
+                     checkpoint_every=cfg.get("checkpoint_every", 20))
     serve(app, host="127.0.0.1", port=port, log_level="warning")
 
 

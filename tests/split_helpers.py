@@ -82,27 +82,45 @@ def free_port() -> int:
 class HostProcess:
     """``tests/host_proc.py`` in a subprocess on 127.0.0.1, serving one segment of ``path``."""
 
-    def __init__(self, t: Tiny, path: Path, folder: FsPath, *, max_bytes: int = 1 << 20) -> None:
+    def __init__(self, t: Tiny, path: Path, folder: FsPath, *, max_bytes: int = 1 << 20,
+                 save_dir: FsPath | None = None, checkpoint_every: int = 20, tokens: dict | None = None) -> None:
         folder.mkdir(parents=True, exist_ok=True)
+        self.t, self.path, self.max_bytes = t, path, max_bytes
         seg = t.segment(path)
         save_file({k: v.contiguous() for k, v in t.host.model.state_dict().items()}, str(folder / "host.safetensors"))
         save_file(seg.link_state(), str(folder / "links.safetensors"))
-        (folder / "tokens.json").write_text(json.dumps(TOKENS))
+        (folder / "tokens.json").write_text(json.dumps(TOKENS if tokens is None else tokens))
         head = t.host.model[-1][-1]
         (folder / "segment.json").write_text(json.dumps({
             "spec": str(path.spec), "num_classes": head.out_features, "width": head.in_features // 4,
             "input_spec": path.link_specs[0][0].to_dict(), "output_spec": path.link_specs[1][1].to_dict(),
             "lr": LR, "weight_decay": WD, "max_bytes": max_bytes,
+            "save_dir": None if save_dir is None else str(save_dir), "checkpoint_every": checkpoint_every,
         }))
         self.name = seg.name
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(FsPath(__file__).parent)}
-        self.log = open(folder / "server.log", "wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, str(FsPath(__file__).parent / "host_proc.py"), str(folder), str(self.port)],
-            stdout=self.log, stderr=subprocess.STDOUT, env=env)
         self.folder = folder
+        self._start()
+
+    def _start(self) -> None:
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(FsPath(__file__).parent)}
+        self.log = open(self.folder / "server.log", "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, str(FsPath(__file__).parent / "host_proc.py"), str(self.folder), str(self.port)],
+            stdout=self.log, stderr=subprocess.STDOUT, env=env)
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown hook runs, nothing is saved beyond the last checkpoint."""
+        self.proc.kill()
+        self.proc.wait()
+        self.log.close()
+
+    def restart(self, *, resume: bool = True) -> None:
+        """Start again on the same port (from the original links, plus the checkpoints with ``resume``)."""
+        cfg = json.loads((self.folder / "segment.json").read_text())
+        (self.folder / "segment.json").write_text(json.dumps({**cfg, "resume": resume}))
+        self._start()
 
     def wait_ready(self, timeout: float = 90.0) -> None:
         import httpx

@@ -63,6 +63,9 @@ DEFAULT_BODY_TIMEOUT_S = 30.0
 DEFAULT_CHECKPOINT_EVERY = 20
 """Applied split-training steps between two checkpoints when a save folder is given."""
 
+CLOSE = {"Connection": "close"}
+"""Sent with answers that leave part of a body unread: the connection cannot be reused."""
+
 log = logging.getLogger("codenn.host")
 
 Scope = MutableMapping[str, Any]
@@ -218,17 +221,19 @@ def create_app(
     async def body_of(request: Request) -> bytes:
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-            raise HttpError(413, f"request body of {declared} bytes exceeds this host's limit of {max_bytes} bytes")
+            raise HttpError(413, f"request body of {declared} bytes exceeds this host's limit of {max_bytes} bytes",
+                            CLOSE)
         chunks, size = [], 0
         try:
             with anyio.fail_after(body_timeout_s):
                 async for chunk in request.stream():
                     size += len(chunk)
                     if size > max_bytes:
-                        raise HttpError(413, f"request body exceeds this host's limit of {max_bytes} bytes")
+                        raise HttpError(413, f"request body exceeds this host's limit of {max_bytes} bytes", CLOSE)
                     chunks.append(chunk)
         except TimeoutError:
-            raise HttpError(408, f"request body not received within {body_timeout_s} s ({size} bytes came)") from None
+            raise HttpError(408, f"request body not received within {body_timeout_s} s ({size} bytes came)",
+                            CLOSE) from None
         return b"".join(chunks)
 
     async def decode(request: Request, seg: ServedModel, tensor: str) -> tuple[oip.InferRequestHeader, torch.Tensor]:
