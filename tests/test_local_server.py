@@ -101,6 +101,19 @@ def test_cli_serve_check_lists_the_routes(run_dir, tmp_path, monkeypatch) -> Non
     assert "local[:2] > local[3:]" in res.output and "host host at http://127.0.0.1:9: DOWN" in res.output
     res = CliRunner().invoke(cli, ["serve", "--run", str(run_dir), "--token-file", str(tokens), "--remote", "oops"])
     assert res.exit_code != 0 and "must look like HOST=URL" in res.output
+    # serve has serve-host's network options: TLS, limits, and the clear-text warning
+    res = CliRunner().invoke(cli, ["serve", "--run", str(run_dir), "--token-file", str(tokens), "--host", "0.0.0.0",
+                                   "--max-bytes", "4096", "--header-timeout", "3", "--check"])
+    assert res.exit_code == 0, res.output
+    assert "clear text" in res.output and "body limit 4096 bytes" in res.output and "header timeout 3.0 s" in res.output
+    key = tmp_path / "key.pem"
+    key.write_text("x")
+    res = CliRunner().invoke(cli, ["serve", "--run", str(run_dir), "--token-file", str(tokens), "--ssl-keyfile",
+                                   str(key), "--check"])
+    assert res.exit_code != 0 and "--ssl-keyfile and --ssl-certfile go together" in res.output
+    help_text = CliRunner().invoke(cli, ["serve", "--help"]).output
+    assert all(o in help_text for o in ("--ssl-certfile", "--max-response-bytes", "--body-timeout",
+                                        "--limit-concurrency", "--keep-alive"))
 
 
 def test_local_server_offloads_to_a_real_host_and_loses_nothing_when_it_dies(tmp_path) -> None:

@@ -44,6 +44,14 @@ def test_serve_host_help_and_errors(runner, tmp_path) -> None:
     (tmp_path / "bad.json").write_text("[1, 2")
     res = runner.invoke(cli, ["serve-host", "--run", "empty", "--service", "host", "--token-file", "bad.json"])
     assert res.exit_code == 1 and "cannot be read as JSON" in res.output
+    (tmp_path / "bad.json").write_text('{"mnv3": {"token": "long-enough-token", "train": "*"}}')
+    res = runner.invoke(cli, ["serve-host", "--run", "empty", "--service", "host", "--token-file", "bad.json"])
+    assert res.exit_code == 1 and "mnv3.train must be a list of patterns" in res.output
+    res = runner.invoke(cli, ["serve-host", "--run", "empty", "--service", "host", "--token-file", "tokens.json",
+                              "--resume"])
+    assert res.exit_code != 0 and "--resume loads the checkpoints of --save-dir" in res.output
+    help_text = runner.invoke(cli, ["serve-host", "--help"]).output
+    assert all(o in help_text for o in ("--resume", "--checkpoint-every", "--header-timeout", "--max-response-bytes"))
 
 
 @pytest.mark.slow
@@ -74,6 +82,14 @@ def test_serve_host_serves_a_runs_cross_paths(runner, tmp_path, monkeypatch) -> 
     assert res.exit_code == 0, res.output
     (segment,) = segments_from_run(tmp_path / "run", "host", log=lambda m: None)
     assert segment.name in res.output and canonical in res.output
+    # --resume loads a checkpoint after the fingerprint check; a split-trained step is in it
+    segment.train_forward(local.run(local.input_spec.example(batch=2), 0, 1), 0, "mnv3")
+    segment.train_backward(0, torch.ones(2, *segment.output_spec.shape), "mnv3")
+    segment.save_checkpoint(tmp_path / "ckpt" / f"{segment.name}.safetensors")
+    res = runner.invoke(cli, ["serve-host", "--run", "run", "--service", "host", "--token-file", "tokens.json",
+                              "--save-dir", "ckpt", "--resume", "--check"])
+    assert res.exit_code == 0 and "resumed" in res.output and "1 split-training steps" in res.output, res.output
+    (segment,) = segments_from_run(tmp_path / "run", "host", log=lambda m: None)
     assert segment.lr == 2e-3 and segment.weight_decay == 0.01
     with TestClient(create_app([segment], tokens=TOKENS)) as client:
         h = local.run(local.input_spec.example(batch=2), 0, 1)

@@ -18,7 +18,6 @@ import os
 import platform
 import resource
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -325,22 +324,21 @@ def base_models(lab: Lab) -> dict[str, Any]:
 
 
 def write_json(path: FsPath, data: Mapping[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh, indent=2, default=str)
-    os.replace(tmp, path)
+    from codenn.fileio import atomic_write
+
+    atomic_write(path, json.dumps(data, indent=2, default=str).encode())
 
 
 def save_figure(fig: Any, path: FsPath) -> None:
     """Small PNGs (dpi 90), written atomically."""
     import matplotlib.pyplot as plt
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=90)
-    plt.close(fig)
-    os.replace(tmp, path)
+    from codenn.fileio import atomic_file
+
+    try:
+        atomic_file(path, lambda tmp: fig.savefig(tmp, dpi=90, format="png"))
+    finally:
+        plt.close(fig)
 
 
 def pyplot() -> Any:

@@ -14,7 +14,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path as FsPath
 from typing import Any
@@ -469,12 +468,9 @@ def render(results: FsPath) -> str:
 
 
 def write(results: FsPath = pc.RESULTS, target: FsPath = DOC) -> FsPath:
-    text = render(results)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, target)
+    from codenn.fileio import atomic_write
+
+    atomic_write(target, render(results).encode())
     return target
 
 

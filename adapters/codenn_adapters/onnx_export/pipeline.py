@@ -21,6 +21,7 @@ from torch import nn
 
 from codenn.blocks import BoundarySpec
 from codenn.errors import ConfigError, ExportError
+from codenn.fileio import atomic_write
 
 from .checks import check_file, compare, ort_run, ort_session
 from .compose import compose_files
@@ -171,7 +172,7 @@ def export_path(
             raise ExportError(f"export of {path.spec} failed its checks; nothing was kept: " + "; ".join(failures))
         manifest = out / MANIFEST
         written.append(manifest)
-        manifest.write_text(json.dumps(result.to_dict(), indent=2))
+        atomic_write(manifest, json.dumps(result.to_dict(), indent=2).encode())
         return result
     except BaseException:
         for f in written:
