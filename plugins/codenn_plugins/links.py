@@ -77,8 +77,16 @@ class ConvLink(nn.Module):
     Unflatten. :func:`linear_head` returns that layer. Its kernel is 1x1 for conv1x1, 3x3 for
     conv3x3, and ``max(k, stride)`` with a stride when ``resample="conv"``; fit it on
     ``F.unfold(resample(x), kernel_size, padding=..., stride=...)`` when the kernel is not 1x1.
-    Two-layer links (bottleneck, reduced*) are not single linear layers; with
-    ``activation="none"`` they are still a linear map of rank <= their width.
+    Two-layer links (bottleneck, reduced*, "paper" when it picks bottleneck) have ``body`` =
+    ``Sequential(first, [BatchNorm], [ReLU], second)``: ``first`` sees the same features (its
+    kernel: 1x1 for bottleneck, ``kernel`` for reduced*, strided with ``resample="conv"``),
+    ``second`` is a stride-1 'same' conv (``kernel``) or a Linear. With ``activation="none"``
+    the link is a linear map of rank <= width; with a ReLU it still represents any map of rank
+    <= width // 2 exactly (first layer ``[A; -A]``, second ``[B, -B]``). The least-squares fit
+    (:func:`codenn.train.least_squares_init`) uses both: it fits the map on ``first``'s receptive
+    field at that rank, factors it by SVD into ``first`` and the centre tap of ``second`` (bias in
+    ``second``) and sets a BatchNorm to the identity (running stats of the middle, weight
+    ``sqrt(var + eps)``, bias the mean).
 
     Attributes ``kind`` (the construction: conv1x1, conv3x3, bottleneck, reduced25, reduced5),
     ``factory`` (the name asked for, e.g. "paper"), ``resample_mode``, ``src_shape`` and
