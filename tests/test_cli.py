@@ -111,6 +111,14 @@ def test_search_train_evaluate_end_to_end(runner, tmp_path) -> None:
     assert "selected:" in res.output and "decision:" in res.output and "L_A =" in res.output
     rows = [json.loads(line) for line in (tmp_path / "run" / "results.jsonl").read_text().splitlines()]
     assert {"trained", "pruned"} >= {r["status"] for r in rows}
+    # what the host offered is shown even when no cross path is trained: the best screened ones
+    screened = [r for r in rows if r["kind"] == "cross" and r["status"] == "pruned" and r.get("ls_accuracy") is not None]
+    if screened:
+        assert "best cross paths screened out" in res.output and "LS val acc" in res.output
+        best = min(screened, key=lambda r: r["cost"])
+        assert best["spec"][:20] in res.output
+    else:
+        assert "cross paths:" in res.output
     assert (tmp_path / "cache" / "base").is_dir() and list((tmp_path / "cache" / "base").glob("*.safetensors"))
     # the same command again resumes: nothing left to train
     again = runner.invoke(cli, ["search", "--config", str(cfg), "--out", "run", "--quiet"])

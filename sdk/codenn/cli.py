@@ -9,6 +9,7 @@ this module never imports ``codenn_adapters``. :func:`friendly`, :data:`console`
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -263,6 +264,7 @@ def _print_ranked(result: SearchResult, top: int = 12) -> None:
     o = result.original
     console.print(f"original local model: L_A = {o.val_accuracy:.3f} (validation), "
                   f"{o.test_accuracy:.3f} (test), cost {o.cost:.4f}")
+    _print_screened(result)
     if result.selected:
         s = result.selected
         console.print(f"selected: [bold]{s.spec}[/bold] — test accuracy {s.test_accuracy:.3f}, "
@@ -271,6 +273,30 @@ def _print_ranked(result: SearchResult, top: int = 12) -> None:
     t = result.totals
     console.print(f"{t['paths']} paths, {t['trained']} trained, {t['train_samples']:,} training sample-steps, "
                   f"{t['wall_seconds']:.0f} s; run directory: {result.run_dir}")
+
+
+def _print_screened(result: SearchResult, top: int = 5) -> None:
+    """What the hosts offered: the best cross paths the search dropped before full training, with
+    the least-squares estimate they were judged on and why they were dropped."""
+    cross = [r for r in result.rows if r.kind == "cross"]
+    screened = sorted((r for r in cross if r.status == "pruned" and r.ls_accuracy is not None),
+                      key=lambda r: math.inf if r.cost is None else r.cost)
+    if not screened:
+        if cross:
+            trained = sum(r.status == "trained" for r in cross)
+            console.print(f"cross paths: {len(cross)} considered, {trained} trained, "
+                          f"{len(cross) - trained} pruned before screening (latency or cost bound)")
+        return
+    table = Table(title=f"best cross paths screened out ({len(screened)} screened by least squares, "
+                        f"{sum(r.status == 'trained' for r in cross)} trained, {len(cross)} considered)")
+    for col in ("path", "lout/hin/hout/lin", "LS val acc", "est. cost", "local GFLOPs", "host GFLOPs", "why dropped"):
+        table.add_column(col, justify="left" if col in ("path", "lout/hin/hout/lin", "why dropped") else "right",
+                         no_wrap=col == "path")
+    for r in screened[:top]:
+        ix = "/".join("-" if v is None else str(v) for v in (r.lout, r.hin, r.hout, r.lin))
+        table.add_row(r.spec, ix, f"{r.ls_accuracy:.3f}", "-" if r.cost is None else f"{r.cost:.4f}",
+                      f"{r.local_gflops:.4f}", f"{r.host_gflops:.4f}", r.reason)
+    console.print(table)
 
 
 def _search(run: RunConfig, out: str, fresh: bool) -> Search:
