@@ -290,6 +290,23 @@ def test_a_retried_backward_is_answered_not_applied_twice(t) -> None:
         assert r.status_code == 409 and "next step is 1" in r.json()["error"]
 
 
+def test_a_backward_on_links_changed_since_its_forward_is_a_409_not_a_500(t) -> None:
+    """Two steps in flight: the second applied step changes the links the first one's graph saw."""
+    seg = t.segment(t.path())
+    tokens = {"local": TOKENS["local"], "other": {"token": TOKENS["other"], "infer": ["*"], "train": ["*"]}}
+    with TestClient(create_app([seg], tokens=tokens), raise_server_exceptions=False) as c:
+        x = seg.input_spec.example(batch=4)
+        grad = torch.ones(4, *seg.output_spec.shape)
+        for step in (0, 1):
+            assert _post(c, seg.name, "train/forward", {"input": x}, LOCAL, params={"step": step}).status_code == 200
+        assert _post(c, seg.name, "train/forward", {"input": x}, OTHER, params={"step": 0}).status_code == 200
+        assert _post(c, seg.name, "train/backward", {"grad": grad}, LOCAL, params={"step": 1}).status_code == 200
+        for auth in (LOCAL, OTHER):  # the same holds across providers: the links are shared
+            r = _post(c, seg.name, "train/backward", {"grad": grad}, auth, params={"step": 0})
+            assert r.status_code == 409 and "send train/forward for it again" in r.json()["error"]
+        assert _step(c, seg, 2, LOCAL).status_code == 200 and seg.steps_trained == 2
+
+
 def test_checkpoints_resume_links_and_optimizer_exactly(t, tmp_path) -> None:
     path = t.path()
     seg, twin, reference = t.segment(path), t.segment(path), t.segment(path)

@@ -76,7 +76,7 @@ class HostSegment:
         output_spec: BoundarySpec,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
-        max_pending: int = 16,
+        max_pending: int = 4,
         device: str = "cpu",
     ) -> None:
         self.spec = PathSpec.parse(spec) if isinstance(spec, str) else spec
@@ -94,6 +94,7 @@ class HostSegment:
         self._trainers: dict[str, ProviderTraining] = {}
         self._lock = threading.Lock()
         self.steps_trained = 0
+        self._version = 0  # bumped by every applied step: a pending graph of an older version is stale
         # the shapes the links produce must be what the host blocks and the local suffix take
         with torch.no_grad():
             probe = self._forward(input_spec.example(batch=2).to(self.device))
@@ -110,7 +111,7 @@ class HostSegment:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._lock, self._trainers = threading.Lock(), {}
+        self._lock, self._trainers, self._version = threading.Lock(), {}, 0
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
@@ -185,8 +186,10 @@ class HostSegment:
             if finite_count(y):
                 raise NonFiniteError(f"output of {self.name!r} for step {step} has {finite_count(y)} non-finite "
                                      "values; the step is refused")
+            for stale in [s for s, (version, _) in tr.pending.items() if version != self._version]:
+                del tr.pending[stale]  # computed on links that have changed since: never back-propagated
             tr.pending.pop(step, None)
-            tr.pending[step] = out
+            tr.pending[step] = (self._version, out)
             while len(tr.pending) > self.max_pending:
                 tr.pending.popitem(last=False)
             return y, time.perf_counter() - t0
@@ -207,7 +210,12 @@ class HostSegment:
                     raise SegmentStateError(f"step {step} of {self.name!r} was already applied with another "
                                             "gradient; a retry must send the same one")
                 return done.seconds
-            out = tr.pending.get(step)
+            version, out = tr.pending.get(step, (self._version, None))
+            if out is not None and version != self._version:
+                del tr.pending[step]
+                raise SegmentStateError(
+                    f"the forward of step {step} ran on links that another step has changed since; its gradient "
+                    "no longer applies: send train/forward for it again (one step at a time per path)")
             if out is None:
                 raise SegmentStateError(
                     f"segment {self.name!r} has no pending forward for step {step} from {provider!r}; your pending steps: "
@@ -235,6 +243,7 @@ class HostSegment:
             seconds = time.perf_counter() - t0
             tr.remember(step, Applied(digest(grad), seconds))
             self.steps_trained += 1
+            self._version += 1
             return seconds
 
     def train_state(self, provider: str = "default") -> dict[str, Any]:
@@ -261,6 +270,7 @@ class HostSegment:
             self._trainers = {name: restore_trainer(meta, optim, self.links.parameters(), self._new_optimizer)
                               for name, meta in providers.items()}
             self.steps_trained = sum(tr.steps for tr in self._trainers.values())
+            self._version += 1
             return self.steps_trained
 
     # -- what may be published ----------------------------------------------------------------

@@ -57,7 +57,8 @@ class ProviderTraining:
     """One provider's split training of one segment."""
 
     optimizer: torch.optim.Optimizer
-    pending: OrderedDict[int, torch.Tensor] = field(default_factory=OrderedDict)
+    pending: OrderedDict[int, tuple[int, torch.Tensor]] = field(default_factory=OrderedDict)
+    """step -> (links version it ran on, its output with the autograd graph)"""
     applied: OrderedDict[int, Applied] = field(default_factory=OrderedDict)
     steps: int = 0
     last_step: int | None = None
