@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.codenn-installed
 
-.PHONY: demo test test-all lint bench bench-runtime bench-search bench-serving bench-coverage experiments venv clean
+.PHONY: demo test test-all lint bench bench-runtime bench-search bench-serving bench-faults bench-coverage experiments venv clean
 
 venv: $(STAMP)
 
@@ -39,6 +39,10 @@ bench-search: $(STAMP)
 
 bench-serving: $(STAMP)
 	$(PY) benchmarks/serving.py
+
+# Hostile and broken peers against real servers (fuzz, poisoning, kill, bad replies, slow drip): minutes; ARGS="--quick".
+bench-faults: $(STAMP)
+	$(PY) benchmarks/faults.py $(ARGS)
 
 # The smallest model of every timm and torchvision family: split, recompose, export (docs/coverage.md).
 # Under 20 minutes on 2 CPU cores; ARGS="--limit 10" or ARGS="--families timm:levit" for a subset.

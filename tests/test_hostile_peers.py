@@ -78,7 +78,7 @@ def test_a_step_that_would_make_weights_non_finite_is_rolled_back(t) -> None:
     x = seg.input_spec.example(batch=4)
     seg.train_forward(x, 0)
     huge = torch.full((4, *seg.output_spec.shape), 3e38)  # finite, but the link gradients overflow
-    with pytest.raises(NonFiniteError, match="rolled back"):
+    with pytest.raises(NonFiniteError, match="not applied"):
         seg.train_backward(0, huge)
     for key, value in seg.link_state().items():
         assert torch.equal(value, links[key]), key
@@ -305,6 +305,13 @@ def test_a_backward_on_links_changed_since_its_forward_is_a_409_not_a_500(t) -> 
             r = _post(c, seg.name, "train/backward", {"grad": grad}, auth, params={"step": 0})
             assert r.status_code == 409 and "send train/forward for it again" in r.json()["error"]
         assert _step(c, seg, 2, LOCAL).status_code == 200 and seg.steps_trained == 2
+        # a refused (rolled-back) step between the two: still a 409 for the older one, never a 500
+        for step in (3, 4):
+            assert _post(c, seg.name, "train/forward", {"input": x}, LOCAL, params={"step": step}).status_code == 200
+        r = _post(c, seg.name, "train/backward", {"grad": torch.full_like(grad, 1e38)}, LOCAL, params={"step": 4})
+        assert r.status_code == 422
+        r = _post(c, seg.name, "train/backward", {"grad": grad}, LOCAL, params={"step": 3})
+        assert r.status_code in (200, 409), r.text
 
 
 def test_checkpoints_resume_links_and_optimizer_exactly(t, tmp_path) -> None:

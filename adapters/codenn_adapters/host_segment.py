@@ -225,21 +225,25 @@ class HostSegment:
                     f"gradient for step {step} has shape {list(grad.shape)} and dtype {grad.dtype}; expected shape "
                     f"{list(out.shape)} and dtype {out.dtype} (the output of that step)")
             del tr.pending[step]
-            weights, moments = snapshot(self.links, tr.optimizer)
             tr.optimizer.zero_grad(set_to_none=True)
             out.backward(grad.to(self.device))
             bad = sum(finite_count(p.grad) for p in self.links.parameters() if p.grad is not None)
-            if not bad:
-                tr.optimizer.step()
-                bad = sum(finite_count(p.detach()) for p in self.links.parameters()) + \
-                    sum(finite_count(v) for st in tr.optimizer.state.values() for v in st.values()
-                        if isinstance(v, torch.Tensor))  # an inf moment would stall every later step
+            if bad:  # nothing was changed yet: drop the gradients, keep the links as they are
+                tr.optimizer.zero_grad(set_to_none=True)
+                raise NonFiniteError(f"step {step} of {self.name!r} gives {bad} non-finite link gradients; it was "
+                                     "refused and not applied")
+            weights, moments = snapshot(self.links, tr.optimizer)
+            tr.optimizer.step()
+            bad = sum(finite_count(p.detach()) for p in self.links.parameters()) + \
+                sum(finite_count(v) for st in tr.optimizer.state.values() for v in st.values()
+                    if isinstance(v, torch.Tensor))  # an inf moment would stall every later step
             if bad:
                 self.links.load_state_dict(weights)
                 tr.optimizer.load_state_dict(moments)
                 tr.optimizer.zero_grad(set_to_none=True)
-                raise NonFiniteError(f"step {step} of {self.name!r} would make {bad} link gradients, weights or "
-                                     "optimizer moments non-finite; it was rolled back and not applied")
+                self._version += 1  # restored in place: graphs saved before are stale, as after any change
+                raise NonFiniteError(f"step {step} of {self.name!r} would make {bad} link weights or optimizer "
+                                     "moments non-finite; it was rolled back and not applied")
             seconds = time.perf_counter() - t0
             tr.remember(step, Applied(digest(grad), seconds))
             self.steps_trained += 1

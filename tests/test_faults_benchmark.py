@@ -1,0 +1,205 @@
+"""benchmarks/faults.py in quick mode against the tiny host of tests/split_helpers (no AlexNet).
+
+The plan drawing and the report are checked fast; the parts that need server processes (fuzz
+and poisoning probe, slow-drip clients, a SIGKILL during split training, malformed host replies)
+are slow tests, each asserting the benchmark's goals.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path as FsPath
+
+import pytest
+import torch
+
+from codenn.coordinator import Coordinator, Route, RouteInfo, RoutingConfig
+from codenn.cost import CostModel
+from codenn.paths import Path
+from split_helpers import CONFIG, SPEC, TOKENS, HostProcess, tiny
+
+SCRIPT = FsPath(__file__).resolve().parents[1] / "benchmarks" / "faults.py"
+HEADER_TIMEOUT, BODY_TIMEOUT = 2.0, 3.0
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("faults_benchmark", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+class QuickHost(HostProcess):
+    """The tiny host with the benchmark's short header and body deadlines (host_proc.py sets none,
+    so they are patched into its create_app and serve in the child process)."""
+
+    def _start(self) -> None:
+        import os
+        import subprocess
+
+        code = ("import functools, sys; import host_proc; from codenn_adapters import host_server as hs; "
+                "from codenn_adapters.server_limits import ServerLimits; "
+                f"host_proc.create_app = functools.partial(hs.create_app, body_timeout_s={BODY_TIMEOUT}); "
+                f"host_proc.serve = functools.partial(hs.serve, limits=ServerLimits(header_timeout_s={HEADER_TIMEOUT})); "
+                "host_proc.main(sys.argv[1], int(sys.argv[2]))")
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(FsPath(__file__).parent)}
+        self.log = open(self.folder / "server.log", "ab")
+        self.proc = subprocess.Popen([sys.executable, "-c", code, str(self.folder), str(self.port)],
+                                     stdout=self.log, stderr=subprocess.STDOUT, env=env)
+
+
+def test_plans_are_drawn_built_and_reported(bench) -> None:
+    plans = bench.draw_plans(120, seed=1)
+    assert len(plans) == 120 and plans == bench.draw_plans(120, seed=1)  # reproducible
+    target = bench.Target("http://127.0.0.1:1", "m", (4, 3, 3), (8,), 1 << 16)
+    reqs = [r for p in plans for r in bench.build(target, p)]
+    assert len(reqs) >= 120 and sum(r.kind == "valid" for r in reqs) >= 20
+    assert {r.endpoint for r in reqs} >= {"infer", "pair-forward", "pair-backward"}
+    assert all(r.method != "POST" or r.body is not None for r in reqs)
+    poison = [r for p in bench.draw_plans(60, seed=2, poison_only=True) for r in bench.build(target, p)
+              if r.endpoint.startswith("pair-backward")]
+    assert poison and all("grad=" in r.kind for r in poison)  # B never gets a finite gradient
+    records = [{"endpoint": "infer", "kind": "valid", "status": 200, "ms": 1.0, "reached_model": True},
+               {"endpoint": "infer", "kind": "x", "status": 500, "ms": 2.0, "reached_model": False, "message": "boom"},
+               {"endpoint": "state", "kind": "x", "status": None, "ms": 3.0, "reached_model": False, "bytes": 0,
+                "max_bytes": 1024, "prev": None, "message": "ReadError: e"}]
+    s = bench.fuzz_summary(records)
+    assert s["answers_5xx"] == 1 and s["transport_errors"] == 1 and s["statuses"] == {"200": 1, "500": 1, "None": 1}
+    assert s["transport_errors_by_kind"] == {"ReadError": 1}
+
+
+def test_report_goals_and_table(bench) -> None:
+    summary = bench.fuzz_summary([{"endpoint": "infer", "kind": "valid", "status": 200, "ms": 1.0,
+                                   "reached_model": True}] * 1500)
+    report = {
+        "device": "CPU", "torch": "x", "date": "2026-01-01", "cross_path": "a > b > a", "command": "faults.py",
+        "wall_s": 1.0, "peak_mib": {"A": 100.0, "B": None},
+        "fuzz": {"A": summary, "B": summary, "step_sequences": {"two steps in flight": [200, 200, 200, 409]}, "kinds_tried": 1,
+                 "clients": 8, "fuzz_s": 1.0, "steps_trained_A": 3, "steps_trained_B": 0,
+                 "probe_A": {"answers": 17, "poisoned": 0, "max_abs_diff": None},
+                 "probe_B": {"answers": 17, "poisoned": 0, "max_abs_diff": 0.0}, "up_A": True, "up_B": True},
+        "drip": {"up": True, "header_closed_in_time": 8, "header_connections": 8, "body_408_in_time": 8,
+                 "body_connections": 8, "drippers": 16, "drip_s": 5.0, "header_closed_max_s": 2.1,
+                 "header_timeout_s": 2.0, "body_answers": {"408": 8}, "body_closed_max_s": 3.1, "body_timeout_s": 3.0,
+                 "normal_before": {"p95_ms": 5.0}, "normal_during": {"p95_ms": 6.0, "failed": 0, "requests": 10}},
+        "kill": {"killed": True, "lost_steps": 3, "checkpoint_every": 5, "steps_done": 20, "steps_target": 20,
+                 "final_links_finite": True, "steps_before_kill": 8, "host_steps_after_restart": 5,
+                 "backward_retries": 1, "restart_s": 1.0, "recover_s": 1.5, "host_steps_final": 20},
+        "pending": {"graphs": 4, "batch": 64, "request_kib": 64.0, "rss_before_mib": 1000.0, "rss_after_mib": 1800.0,
+                    "mib_per_graph": 200.0, "max_pending": 16, "max_batch": 256, "bound_mib": 12800.0},
+        "replies": {"lost": 0, "bad_replies_accepted": 0, "requests": 46, "bad_requests": 44, "fallbacks": 44,
+                    "good_offloaded": 2, "modes": {"good": {"requests": 2}, "nan": {}}, "drip_held_max_s": 0.6,
+                    "drip_held_median_s": 0.6},
+    }
+    report["goals"] = bench.goals(report)
+    assert all(g["met"] for g in report["goals"].values()), report["goals"]
+    table = bench.markdown(report)
+    assert "| 5xx answers | 0 | 0 | yes |" in table and "| 200 | 1500 | 1500 |" in table
+    report["fuzz"]["step_sequences"]["two steps in flight"][-1] = 500
+    assert not bench.goals(report)["answers_5xx"]["met"]
+    json.dumps(report)
+
+
+@pytest.mark.slow
+def test_fuzz_poisoning_and_slow_drip_against_the_tiny_host(bench, tmp_path) -> None:
+    t = tiny()
+    path = t.path(SPEC).eval()
+    tokens = bench.token_file("local")
+    hosts = [QuickHost(t, path, tmp_path / name, tokens=tokens, max_bytes=1 << 20) for name in ("a", "b")]
+    try:
+        for h in hosts:
+            h.wait_ready()
+        a, b = (bench.Target.discover(h.url, h.name, bench.TOKENS["trainer"], 1 << 20) for h in hosts)
+        x = torch.randn(4, *a.input_shape)
+        r = bench.fuzz_and_probe(a, b, x, n_fuzz=100, n_poison=40, clients=8, seed=0)
+        assert r["A"]["requests"] >= 100 and r["B"]["requests"] >= 40 and r["A"]["reached_model"] >= 20
+        assert r["A"]["answers_5xx"] == 0 and r["B"]["answers_5xx"] == 0, (r["A"]["examples_5xx"], r["B"]["examples_5xx"])
+        assert all(s is not None and s < 500 for q in r["step_sequences"].values() for s in q), r["step_sequences"]
+        assert r["up_A"] and r["up_B"] and all(h.alive() for h in hosts)
+        assert r["probe_B"]["poisoned"] == 0 and r["probe_A"]["poisoned"] == 0 and r["steps_trained_B"] == 0
+        d = bench.slow_drip(a.url, a.model, bench.TOKENS["reader"], x, drippers=16, drip_s=3.0, before_s=1.0,
+                            header_timeout=HEADER_TIMEOUT, body_timeout=BODY_TIMEOUT)
+        assert d["header_connections"] >= 8 and d["header_closed_in_time"] == d["header_connections"], d
+        assert d["body_connections"] >= 8 and d["body_408_in_time"] == d["body_connections"], d
+        assert d["normal_during"]["answered"] > 0 and d["normal_during"]["failed"] == 0
+        assert all(h.alive() for h in hosts) and bench.peak_rss_mib(hosts[0].proc.pid) > 0
+        p = bench.pending_memory(a, bench.TOKENS["pinner"], hosts[0].proc.pid, graphs=2, batch=8)
+        assert p["statuses"] == [200, 200] and p["max_pending"] >= 1 and p["rss_after_mib"] > 0
+    finally:
+        for h in hosts:
+            h.stop()
+
+
+@pytest.mark.slow
+def test_kill_during_split_training_loses_at_most_the_checkpoint_interval(bench, tmp_path) -> None:
+    from codenn.split_train import SplitTrainer
+    from codenn_adapters.host_server import checkpoint_file
+    from codenn_adapters.transports import HttpTransport
+
+    t = tiny()
+    path = t.path(SPEC).eval()
+    save_dir = tmp_path / "save"
+    host = HostProcess(t, path, tmp_path / "host", save_dir=save_dir, checkpoint_every=5)
+    try:
+        host.wait_ready()
+        transport = bench.RecordingTransport(HttpTransport(host.url, token=TOKENS["local"], timeout=30))
+        trainer = SplitTrainer(t.local, transport, host.name, CONFIG, t.local_cache(), t.y)
+
+        def restart() -> None:
+            host.restart(resume=True)
+            host.wait_ready()
+
+        k = bench.kill_during_training(trainer, transport, epochs=4, kill_at=7, checkpoint_every=5,
+                                       host_checkpoint=checkpoint_file(save_dir, host.name),
+                                       trainer_checkpoint=tmp_path / "trainer.json", kill=host.kill, restart=restart,
+                                       host_pid=lambda: host.proc.pid, wait_for_host_s=60)
+        transport.inner.close()
+    finally:
+        host.stop()  # graceful: the host writes its last checkpoint
+    assert k["killed"] and k["steps_before_kill"] >= 7 and k["host_steps_after_restart"] == 5
+    assert k["lost_steps"] <= 5 and k["steps_done"] == k["steps_target"] == 20
+    assert k["recover_s"] is not None and k["recover_s"] > 0 and k["restart_s"] > 0, k
+    final = bench.checkpoint_steps(checkpoint_file(save_dir, host.name))
+    assert final["links_finite"] and final["steps"] == 20
+
+
+@pytest.mark.slow
+def test_malformed_host_replies_lose_no_local_request(bench, tmp_path) -> None:
+    from codenn_adapters.transports import HttpTransport
+
+    t = tiny()
+    path = t.path(SPEC).eval()
+    host = HostProcess(t, path, tmp_path / "host")
+    try:
+        host.wait_ready()
+        fake = bench.FakeHost(host.url, drip_cap_s=3.0, hang_s=1.0)
+        transport = HttpTransport(fake.url, token=TOKENS["local"], timeout=0.5)
+        try:
+            original = Path("local[:]", t.services)
+            routes = [Route.local(original, RouteInfo("local[:]", 0.9, 1000.0, local_gflops=0.0)),
+                      Route.through_host(t.local, SPEC, transport, host.name,
+                                         RouteInfo(SPEC, 0.9, 200.0, 300.0, 50.0, host="host"))]
+            coord = Coordinator(routes, 0.9, RoutingConfig(cost=CostModel(a=40, c_l=1e-3, c_h=1e-4), timeout_s=0.5,
+                                                           retry_after_s=0.0))
+
+            def send(i: int) -> dict:
+                try:
+                    _, d = coord.infer(t.x_test[i % len(t.x_test):][:1])
+                except Exception as exc:  # a lost request
+                    return {"status": None, "error": repr(exc)}
+                return {"status": 200, "fallback": d.fallback, "offloaded": d.offloaded}
+
+            r = bench.malformed_replies(send, fake, per_mode=2)
+        finally:
+            transport.close()
+            fake.close()
+    finally:
+        host.stop()
+    assert r["lost"] == 0 and r["bad_replies_accepted"] == 0, r
+    assert not r["fake_host_errors"] and r["fake_host_answered"] == {m: 2 for m in bench.BAD_MODES}, r
+    assert r["drip_connections"] == 2 and r["drip_held_max_s"] < 3.5
+    assert r["good_offloaded"] == 2 and r["fallbacks"] == r["bad_requests"] == 2 * len(bench.BAD_MODES), r
