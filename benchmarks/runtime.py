@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     cuda = torch.cuda.is_available()
     out = FsPath(args.out or f"benchmarks/results/runtime-{'gpu' if cuda else 'cpu'}.json")
     if args.source == "scenario":
-        run_dir = args.run or f"runs/{RunConfig().search.strategy}-{RunConfig().search.hash()[:8]}"
+        run_dir = args.run or f"runs/{RunConfig().search.strategy}-{RunConfig().hash()[:8]}"
         cases, source = scenario_cases(run_dir, log)
     else:
         cases, source = random_cases(args.input_size, args.spec, log, args.local_model)

@@ -315,8 +315,9 @@ def _search(run: RunConfig, out: str, fresh: bool) -> Search:
 
 
 def run_search(run: RunConfig, out: str | None, fresh: bool = False) -> SearchResult:
-    """Search ``run``'s path space; the run directory defaults to runs/STRATEGY-CONFIGHASH."""
-    return _search(run, out or f"runs/{run.search.strategy}-{run.search.hash()[:8]}", fresh).run()
+    """Search ``run``'s path space; the run directory defaults to runs/STRATEGY-CONFIGHASH (the hash
+    of the whole run configuration: services and search)."""
+    return _search(run, out or f"runs/{run.search.strategy}-{run.hash()[:8]}", fresh).run()
 
 
 @cli.command("search")

@@ -126,6 +126,13 @@ class RunConfig:
             **nested,
         }
 
+    def hash(self) -> str:
+        """Names the default run directory: the search *and* the services' base models, so that a
+        changed model (a new default scenario) starts a new run instead of refusing to resume."""
+        d = self.to_dict()
+        d["train"].pop("progress", None)
+        return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
 
 def build(cls: type[T], table: Mapping[str, Any], section: str) -> T:
     """Instantiate a config dataclass from a TOML table, naming unknown keys and bad values."""
@@ -144,10 +151,18 @@ def build(cls: type[T], table: Mapping[str, Any], section: str) -> T:
 def _service(table: Mapping[str, Any], section: str, default: ServiceConfig) -> ServiceConfig:
     table = dict(table)
     name = table.pop("name", None)
-    if table.get("model", default.base.model) != default.base.model and "task" not in table:
-        raise ConfigError(f"[{section}] sets model = {table['model']!r}; also set task (one of digits, shapes, textures)")
-    base = build(BaseModelSpec, {**dataclasses.asdict(default.base), **table}, section)
-    return ServiceConfig(name or base.model, base)
+    start = default.base
+    if table.get("model", start.model) != start.model:
+        if "task" not in table:
+            raise ConfigError(f"[{section}] sets model = {table['model']!r}; also set task (one of digits, letters, "
+                              "shapes, textures, imagefolder:DIR, torchvision:NAME:ROOT)")
+        # another architecture starts from the generic defaults (64x64, fixed epochs), not from the
+        # default model's tuning (its input size, batch, early stopping)
+        start = BaseModelSpec(table["model"], table["task"], epochs=start.epochs, lr=start.lr)
+    base = build(BaseModelSpec, {**dataclasses.asdict(start), **table}, section)
+    # the default model keeps the default service name ("alexnet" for alexnet_cifar); another model
+    # is named after itself unless the table names it
+    return ServiceConfig(name or (default.name if base.model == default.base.model else base.model), base)
 
 
 def from_dict(data: Mapping[str, Any]) -> RunConfig:
