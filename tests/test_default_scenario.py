@@ -76,13 +76,15 @@ def test_early_stopping_keeps_the_best_epoch_and_old_cache_keys(tmp_path, monkey
     cached = json.loads(next((tmp_path / "base").glob("*.json")).read_text())
     assert cached["best_epoch"] == meta["best_epoch"]
     # a spec without early stopping keeps the key it had before the field existed
-    plain = sc.BaseModelSpec("alexnet", "digits", epochs=6, lr=1e-4)
-    fields = {k: v for k, v in plain.__dict__.items() if k != "patience"}
-    import hashlib
-
-    assert plain.key() == hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
+    # (5f0dc4d1f850 is the key the old default AlexNet was cached under)
+    assert sc.BaseModelSpec("alexnet", "digits", epochs=6, lr=1e-4).key() == "5f0dc4d1f850"
     with pytest.raises(ConfigError, match="patience"):
         sc.BaseModelSpec("alexnet", "digits", epochs=6, lr=1e-4, patience=-1)
+    # with learning-rate drops it goes back to the best weights at a tenth of the rate, then stops
+    lines.clear()
+    _, meta = sc.base_model(sc.BaseModelSpec("tiny_test_mlp", "noise", epochs=50, lr=1e-2, size=8, patience=2,
+                                             lr_drops=1), log=lines.append)
+    assert sum("learning rate 1.0e-03" in line for line in lines) == 1 and meta["epochs_run"] < 50
 
 
 def test_another_model_in_the_config_starts_from_generic_defaults() -> None:

@@ -57,8 +57,14 @@ class FastConfig:
     first_rung_epochs: int = 1
     final_keep: int = 2
     bound_accuracy: str = "perfect"
+    keep_cross: int = 2
+    """The best cross paths (by cost at each stage) that go on whatever their rank: a least-squares
+    estimate or one epoch underrates a path through another provider's blocks far more than a skip
+    path, and the point of the search is to see what the hosts offer."""
 
     def __post_init__(self) -> None:
+        if self.keep_cross < 0:
+            raise ConfigError(f"fast search needs keep_cross >= 0; got {self.keep_cross}")
         if self.screen_keep < 1 or self.eta < 2 or self.first_rung_epochs < 1 or self.final_keep < 1:
             raise ConfigError(
                 f"fast search needs screen_keep >= 1, eta >= 2, first_rung_epochs >= 1, final_keep >= 1; got {self}"

@@ -369,13 +369,12 @@ class Search:
             for cand in self._progress(alive, f"fast: halving rung ({len(alive)} paths, {rung} epoch(s))"):
                 self._trainer(cand).train_epochs(rung)
                 self._val(cand)
-            alive.sort(key=_by_cost)
             keep = max(fast.final_keep, math.ceil(len(alive) / fast.eta))
-            for cand in alive[keep:]:
+            alive, dropped = self._kept(alive, keep)
+            for cand in dropped:
                 cand.status, cand.reason = "pruned", (
                     f"halving: val accuracy {cand.val_accuracy:.3f} after {cand.epochs} epoch(s) ranks below the top {keep}")
                 self._emit(cand)
-            alive = alive[:keep]
             rung *= fast.eta
             if self.store is not None:
                 self.store.write_json("state.json", {"rung": rung, "survivors": [str(c.spec) for c in alive],
@@ -412,12 +411,19 @@ class Search:
                 cand.val_accuracy, cand.cost = cand.ls_accuracy, self._cost(cand, cand.ls_accuracy)
             else:
                 cand.ls_accuracy = self._val(cand)
-        alive.sort(key=_by_cost)
-        for cand in alive[fast.screen_keep:]:
+        kept, dropped = self._kept(alive, fast.screen_keep)
+        for cand in dropped:
             cand.status, cand.reason = "pruned", (
                 f"screen: least-squares val accuracy {cand.ls_accuracy:.3f} ranks below the top {fast.screen_keep}")
             self._emit(cand)
-        return alive[: fast.screen_keep]
+        return kept
+
+    def _kept(self, cands: Sequence[Candidate], n: int) -> tuple[list[Candidate], list[Candidate]]:
+        """(kept, dropped): the ``n`` cheapest, plus the ``fast.keep_cross`` cheapest cross paths."""
+        ranked = sorted(cands, key=_by_cost)
+        cross = [c for c in ranked if c.spec.kind == "cross"][: self.config.fast.keep_cross]
+        keep = {id(c) for c in (*ranked[:n], *cross)}
+        return [c for c in ranked if id(c) in keep], [c for c in ranked if id(c) not in keep]
 
     # -- results ------------------------------------------------------------------------------
     def _result(self, paths: int, seconds: float, selected: PathRow | None = None) -> SearchResult:
