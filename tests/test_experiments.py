@@ -58,6 +58,12 @@ def test_tiny_experiments_end_to_end(tiny: pc.Options, monkeypatch: pytest.Monke
     assert {r["hout"] for r in r1["cross"]} == {2} and len(r1["cross"]) == 3  # two trained hosts + random
     assert all(_is_acc(r["test_accuracy"]) and r["link_params"] > 0 for r in [*r1["cross"], r1["skip"]])
     assert r1["skip"]["skipped_params"] == r1["cross"][0]["skipped_params"] > 0
+    assert r1["hosts"] == ["alexnet_letters", "alexnet_shapes", "alexnet_random"]
+    assert r1["base_models"]["alexnet"]["architecture"] == "alexnet_cifar"
+    ri = r1["random_init"]  # least squares vs random link initialisation
+    assert not ri["skip"]["ls_init"] and [r["hout"] for r in ri["cross"]] == [2] and r1["skip"]["ls_init"]
+    assert _is_acc(r1["summary"]["random_init"]["skip_0_5"]) and r1["summary"]["random_init"]["paths"] == 2
+    assert isinstance(r1["summary"]["goals"]["trained_beats_random_met"], bool)
     assert set(r1["summary"]["link_sizes"]) >= {"normal", "reduced25", "reduced5", "just_links"}
     ls = r1["summary"]["link_sizes"]
     assert ls["reduced5"]["link_params"] < ls["reduced25"]["link_params"] < ls["normal"]["link_params"]
@@ -74,6 +80,7 @@ def test_tiny_experiments_end_to_end(tiny: pc.Options, monkeypatch: pytest.Monke
     r3 = exp3.run(tiny, houts=(2, 3), log=say.append)
     _check_common(r3, tiny, exp3.NAME)
     assert sorted(r3["summary"]["by_hout"]) == [2, 3] and isinstance(r3["summary"]["monotonic"], bool)
+    assert r3["host"] == "mobilenet_letters" and r3["base_models"]["mobilenet_letters"]["task"] == "letters"
     assert 0 < r3["summary"]["best"]["local_gflops_reduction"] < 1
 
     r4 = exp4.run(tiny, houts=(2, 3), profile_repeats=2, log=say.append)
@@ -87,11 +94,15 @@ def test_tiny_experiments_end_to_end(tiny: pc.Options, monkeypatch: pytest.Monke
     for title in ("Experiment 1", "Experiment 2", "Experiment 3", "Experiment 4"):
         assert f"## {title}" in text
     assert "Not run yet" not in text
+    goals = text.split("## Summary")[1].split("## Cost")[0]
+    assert goals.count("| **met** |") + goals.count("| **not met** |") == 5  # issue 13's five goals, each decided
+    assert "random-init links" in text and "normal_random_init" in text  # LS vs random init, Exps 1 and 2
 
 
 def test_options_are_checked() -> None:
-    with pytest.raises(ConfigError, match="63"):
-        pc.Options(size=32)
+    with pytest.raises(ConfigError, match="16"):
+        pc.Options(size=15)
+    assert pc.Options().size == 32 and pc.Options(size=16).size == 16
     with pytest.raises(ConfigError, match="limit"):
         pc.Options(limit=2)
     with pytest.raises(ConfigError, match="unknown host"):
@@ -109,3 +120,16 @@ def test_cache_folder_does_not_nest(monkeypatch: pytest.MonkeyPatch, tmp_path: P
     monkeypatch.setattr(pc, "_USER_CACHE", tmp_path)
     first = pc.use_cache(pc.Options())
     assert pc.use_cache(pc.Options()) == first == tmp_path / "experiments"
+
+
+def test_recipes_follow_the_default_scenario() -> None:
+    from dataclasses import replace
+
+    from codenn.scenario import DEFAULT_HOST, DEFAULT_LOCAL
+
+    assert pc.local_spec(pc.Options()) == DEFAULT_LOCAL
+    assert pc.host_spec("mobilenet_letters", pc.Options()) == DEFAULT_HOST
+    assert pc.host_spec("alexnet_letters", pc.Options()) == replace(DEFAULT_LOCAL, task="letters")
+    quick = pc.host_spec("alexnet_shapes", pc.Options(base_epochs=2, size=48, seed=3))
+    assert (quick.task, quick.epochs, quick.patience, quick.lr_drops, quick.size, quick.seed) == ("shapes", 2, 0, 0, 48, 3)
+    assert pc.local_spec(pc.Options(base_epochs=0)).patience == 0  # untrained: load_base builds it, no cache

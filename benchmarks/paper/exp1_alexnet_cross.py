@@ -2,12 +2,13 @@
 
 Question: does sending activations through another provider's *trained* AlexNet win back the
 accuracy a skip path loses? Paths ``lout=0, hin=1, lin=5`` with ``hout`` swept, through two trained
-hosts (shapes, textures: generated tasks distinct from the local digits) and a random-weights host;
-baselines: the original model, the skip path ``lout=0 -> lin=5``, and "just links" (the cross
-path's links with the host blocks removed). Fig. 6's link sizes: normal (one 3x3 conv) / reduced-25 / reduced-5
-links on ``hout=4``.
+CIFAR-sized AlexNet hosts (letters, whose strokes transfer to the local digits; shapes, an unrelated
+control task) and a random-weights host; baselines: the original model, the skip path
+``lout=0 -> lin=5``, and "just links" (the cross path's links with the host blocks removed). The skip
+path and the letters host's paths are trained twice, with least-squares and with random link
+initialisation. Fig. 6's link sizes: normal (one 3x3 conv) / reduced-25 / reduced-5 links on ``hout=4``.
 
-    python benchmarks/paper/exp1_alexnet_cross.py [--link-epochs 3] [--limit N]
+    python benchmarks/paper/exp1_alexnet_cross.py [--link-epochs 8] [--limit N]
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ sys.path.insert(0, str(FsPath(__file__).resolve().parent))
 import paper_common as pc  # noqa: E402
 
 NAME = "exp1_alexnet_cross"
-TRAINED_HOSTS = ("alexnet_shapes", "alexnet_textures")
+TRAINED_HOSTS = ("alexnet_letters", "alexnet_shapes")  # transferable task first, then the control
 RANDOM_HOST = "alexnet_random"
 PAPER = {
     "local_accuracy": 0.867, "skip_0_5": 0.61, "random_host_hout2": 0.713,
@@ -32,6 +33,9 @@ PAPER = {
     "recovered_vs_random": 0.58, "recovered_vs_skip": 0.78, "skipped_params": 1.88e6,
     "link_sizes_hout4": {"normal": 0.827, "reduced25": 0.815, "reduced5": 0.738, "just_links": 0.588},
 }
+# Issue 13's goals: at hout=2 the transferable trained host beats the random-weights host by at least
+# 5 points (paper: 80.2 / 80.0 vs 71.3) and wins back at least 58 % of the skip path's drop.
+GOALS = {"trained_beats_random": 0.05, "recovered_vs_skip": 0.58}
 
 
 def run(opts: pc.Options, houts: Sequence[int] = (2, 3, 4, 5), link_hout: int = 4,
@@ -45,6 +49,11 @@ def run(opts: pc.Options, houts: Sequence[int] = (2, 3, 4, 5), link_hout: int = 
     skip = pc.train_path(lab, pc.skip_spec(0, 5), label="skip lout=0 lin=5", log=log)
     cross = [pc.train_path(lab, pc.cross_spec(h, hout), label=f"{h} hout={hout}", log=log)
              for h in hosts for hout in houts]
+    # Least squares vs random initialisation of the links (same budget): the skip path and the
+    # transferable host's cross paths once more, links starting from random weights.
+    rnd_skip = pc.train_path(lab, pc.skip_spec(0, 5), ls_init=False, label="skip lout=0 lin=5 random-init", log=log)
+    rnd_cross = [pc.train_path(lab, pc.cross_spec(TRAINED_HOSTS[0], hout), ls_init=False,
+                               label=f"{TRAINED_HOSTS[0]} hout={hout} random-init", log=log) for hout in houts]
     # Fig. 6 compares one-conv ("normal") links with two-conv reduced ones, so its normal links are
     # conv3x3 everywhere (the sweep's "paper" links are bottlenecks where sizes match).
     sizes = [{**pc.train_path(lab, pc.cross_spec(TRAINED_HOSTS[0], link_hout), link=link,
@@ -67,6 +76,21 @@ def run(opts: pc.Options, houts: Sequence[int] = (2, 3, 4, 5), link_hout: int = 
         summary[h]["recovered_vs_random"] = pc.recovered(acc, by[(RANDOM_HOST, ref)]["test_accuracy"], la)
         summary[h]["recovered_vs_skip"] = pc.recovered(acc, skip["test_accuracy"], la)
         summary[h]["best_recovered_vs_skip"] = pc.recovered(summary[h]["best"], skip["test_accuracy"], la)
+    ls_rows = [(skip, rnd_skip), *((by[(TRAINED_HOSTS[0], r["hout"])], r) for r in rnd_cross)]
+    summary["random_init"] = {
+        "host": TRAINED_HOSTS[0], "skip_0_5": rnd_skip["test_accuracy"],
+        "by_hout": {r["hout"]: r["test_accuracy"] for r in rnd_cross},
+        "mean_change": sum(a["test_accuracy"] - b["test_accuracy"] for a, b in ls_rows) / len(ls_rows),
+        "ls_wins": sum(a["test_accuracy"] > b["test_accuracy"] for a, b in ls_rows),
+        "ties": sum(a["test_accuracy"] == b["test_accuracy"] for a, b in ls_rows), "paths": len(ls_rows),
+    }
+    transfer, rand_ref = by[(TRAINED_HOSTS[0], ref)]["test_accuracy"], by[(RANDOM_HOST, ref)]["test_accuracy"]
+    summary["goals"] = {  # issue 13's goals for this scenario
+        "trained_beats_random_points": 100 * (transfer - rand_ref),
+        "trained_beats_random_met": transfer - rand_ref >= GOALS["trained_beats_random"] - 1e-9,
+        "recovered_vs_skip": summary[TRAINED_HOSTS[0]]["recovered_vs_skip"],
+        "recovered_met": (summary[TRAINED_HOSTS[0]]["recovered_vs_skip"] or -1.0) >= GOALS["recovered_vs_skip"],
+    }
     summary["link_sizes"] = {
         "hout": link_hout,
         **{name: {"test_accuracy": r["test_accuracy"], "link_params": r["link_params"]}
@@ -74,7 +98,8 @@ def run(opts: pc.Options, houts: Sequence[int] = (2, 3, 4, 5), link_hout: int = 
     }
     result = {"experiment": NAME, "paper": PAPER, "houts": list(houts), "hosts": list(hosts),
               "base_models": pc.base_models(lab), "original": original, "skip": skip, "cross": cross,
-              "link_sizes": sizes, "just_links": jl, "summary": summary}
+              "random_init": {"skip": rnd_skip, "cross": rnd_cross}, "link_sizes": sizes, "just_links": jl,
+              "goals": GOALS, "summary": summary}
     return pc.finish(NAME, result, opts, t0, plot, log=log)
 
 
@@ -87,6 +112,10 @@ def plot(result: dict[str, Any], target: FsPath) -> None:
     for h in result["hosts"]:
         rows = sorted((r for r in result["cross"] if r["label"].startswith(h + " ")), key=lambda r: r["hout"])
         ax.plot([r["hout"] for r in rows], [r["test_accuracy"] for r in rows], "o-", label=f"host {h}")
+    if "random_init" in result:
+        rows = sorted(result["random_init"]["cross"], key=lambda r: r["hout"])
+        ax.plot([r["hout"] for r in rows], [r["test_accuracy"] for r in rows], "x:", color="C0",
+                label=f"host {result['hosts'][0]}, random-init links")
     s = result["summary"]
     ax.axhline(s["original"], color="k", ls="--", lw=1, label="original local")
     ax.axhline(s["skip_0_5"], color="r", ls=":", lw=1.5, label="skip lout=0 lin=5")

@@ -13,6 +13,7 @@ trained differently (more samples, more epochs) from the demo's.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -32,7 +33,7 @@ from codenn.errors import ConfigError, FrozenParameterError
 from codenn.links import build_link
 from codenn.models import load_model
 from codenn.paths import Path
-from codenn.scenario import BaseModelSpec, base_model, cache_dir, recalibrate_batchnorm, task_splits
+from codenn.scenario import DEFAULT_HOST, DEFAULT_LOCAL, BaseModelSpec, base_model, cache_dir, recalibrate_batchnorm, task_splits
 from codenn.service import Service
 from codenn.train import FeatureCache, LinkTrainer, TrainConfig, accuracy, init_path_links, path_seed
 
@@ -40,8 +41,10 @@ Log = Callable[[str], None]
 ROOT = FsPath(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results" / "paper"
 FIGURES = ROOT / "docs" / "figures" / "experiments"
-LOCAL = "alexnet"
+LOCAL = "alexnet"  # the local service's name (architecture: DEFAULT_LOCAL.model, alexnet_cifar)
 
+
+MIN_SIZE = 16  # the smallest input alexnet_cifar (and MobileNetV2) accept: conv5's pooled map must be >= 1x1
 
 
 @dataclass(frozen=True)
@@ -49,12 +52,12 @@ class Options:
     """What every experiment script accepts; the defaults are the committed run."""
 
     local_task: str = "digits"
-    size: int = 64
-    link_epochs: int = 3
+    size: int = 32
+    link_epochs: int = 8
     batch_size: int = 64
     lr: float = 1e-3
     limit: int | None = None  # cap on samples per split (tests); None = all
-    base_epochs: int | None = None  # override every base model's epochs (tests: 0 = untrained)
+    base_epochs: int | None = None  # override every base model's epochs (tests: 0 = untrained), patience off
     seed: int = 0
     cache: str | None = None
     out_dir: str = str(RESULTS)
@@ -63,8 +66,9 @@ class Options:
     export: bool = True
 
     def __post_init__(self) -> None:
-        if self.size < 63:
-            raise ConfigError(f"--size {self.size} is too small: AlexNet needs inputs of at least 63x63")
+        if self.size < MIN_SIZE:
+            raise ConfigError(f"--size {self.size} is too small: the CIFAR-sized AlexNet needs inputs of at least "
+                              f"{MIN_SIZE}x{MIN_SIZE}")
         if self.link_epochs < 1 or self.batch_size < 1 or not self.lr > 0:
             raise ConfigError(f"link_epochs, batch_size must be >= 1 and lr > 0; got {self.link_epochs}, "
                               f"{self.batch_size}, {self.lr}")
@@ -84,12 +88,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = Options()
     parser.add_argument("--local-task", default=d.local_task,
                         help="digits (offline), 'torchvision:CIFAR10:/path' or 'imagefolder:/path'")
-    parser.add_argument("--size", type=int, default=d.size, help="input size (AlexNet needs >= 63)")
-    parser.add_argument("--link-epochs", type=int, default=d.link_epochs, help="link training epochs per path")
+    parser.add_argument("--size", type=int, default=d.size,
+                        help=f"input size (default {d.size}, the default scenario's; the CIFAR-sized AlexNet and "
+                             f"MobileNetV2 work from {MIN_SIZE} up)")
+    parser.add_argument("--link-epochs", type=int, default=d.link_epochs,
+                        help=f"link training epochs per path (default {d.link_epochs})")
     parser.add_argument("--batch-size", type=int, default=d.batch_size)
     parser.add_argument("--lr", type=float, default=d.lr, help="link learning rate (AdamW)")
     parser.add_argument("--limit", type=int, default=None, help="cap samples per split (quick runs)")
-    parser.add_argument("--base-epochs", type=int, default=None, help="override base-model epochs")
+    parser.add_argument("--base-epochs", type=int, default=None,
+                        help="override base-model epochs, without early stopping (0 = untrained; for tests)")
     parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument("--cache", default=None, help="base-model cache (default $CODENN_CACHE/experiments)")
     parser.add_argument("--out-dir", default=d.out_dir, help="where JSON results go")
@@ -103,19 +111,21 @@ def options_from(args: argparse.Namespace) -> Options:
 
 
 # -- base models -------------------------------------------------------------------------------
-# name -> (architecture, task, epochs, lr); None task = random weights (the control host).
-# MobileNetV2 learns the textures task far better in a few epochs than the shapes task (71 % vs 51 %
-# after six epochs), so the MobileNet host is trained on textures.
-HOSTS: dict[str, tuple[str, str, int, float]] = {
-    "alexnet_shapes": ("alexnet", "shapes", 6, 1e-4),
-    "alexnet_textures": ("alexnet", "textures", 6, 1e-4),
-    "mobilenet_textures": ("mobilenet_v2", "textures", 6, 1e-3),
+# The local provider is codenn's default scenario's (DEFAULT_LOCAL: the CIFAR-sized AlexNet on
+# digits, trained until validation accuracy stops rising). Hosts: full BaseModelSpec recipes, size
+# and seed taken from the options. The AlexNet hosts use the local model's recipe on another task:
+# letters (pen strokes, which transfer to digits: the paper's ImageNet / Food-101 hosts) and shapes
+# (an unrelated task: the control for "does the host's task matter?"). The MobileNet host is the
+# default scenario's (DEFAULT_HOST, on letters).
+HOSTS: dict[str, BaseModelSpec] = {
+    "alexnet_letters": replace(DEFAULT_LOCAL, task="letters"),
+    "alexnet_shapes": replace(DEFAULT_LOCAL, task="shapes"),
+    "mobilenet_letters": DEFAULT_HOST,
 }
 RANDOM_HOSTS: dict[str, tuple[str, str]] = {  # name -> (architecture, task for BN statistics / classes)
-    "alexnet_random": ("alexnet", "shapes"),
-    "mobilenet_random": ("mobilenet_v2", "textures"),
+    "alexnet_random": (DEFAULT_LOCAL.model, "letters"),
+    "mobilenet_random": (DEFAULT_HOST.model, "letters"),
 }
-LOCAL_EPOCHS, LOCAL_LR = 6, 1e-4
 
 
 # codenn's cache root as it was when this module was imported: use_cache() rewrites $CODENN_CACHE,
@@ -130,34 +140,64 @@ def use_cache(opts: Options) -> FsPath:
     return root
 
 
-def _epochs(opts: Options, default: int) -> int:
-    return default if opts.base_epochs is None else opts.base_epochs
+def _recipe(spec: BaseModelSpec, opts: Options, task: str | None = None) -> BaseModelSpec:
+    """``spec`` at the options' size and seed; with ``--base-epochs`` that many epochs, early stopping and
+    learning-rate drops off.
+
+    ``--base-epochs 0`` keeps 0 epochs here (a BaseModelSpec cannot): :func:`load_base` then builds the
+    model untrained instead of asking the cache.
+    """
+    changes: dict[str, Any] = {"size": opts.size, "seed": opts.seed}
+    if task is not None:
+        changes["task"] = task
+    if opts.base_epochs is not None:
+        changes.update(epochs=max(1, opts.base_epochs), patience=0, lr_drops=0)
+    return replace(spec, **changes)
 
 
 def local_spec(opts: Options) -> BaseModelSpec:
-    return BaseModelSpec("alexnet", opts.local_task, epochs=_epochs(opts, LOCAL_EPOCHS), lr=LOCAL_LR,
-                         size=opts.size, seed=opts.seed)
+    return _recipe(DEFAULT_LOCAL, opts, task=opts.local_task)
 
 
 def host_spec(name: str, opts: Options) -> BaseModelSpec:
-    arch, task, epochs, lr = HOSTS[name]
-    return BaseModelSpec(arch, task, epochs=_epochs(opts, epochs), lr=lr, size=opts.size, seed=opts.seed)
+    return _recipe(HOSTS[name], opts)
+
+
+def load_base(spec: BaseModelSpec, opts: Options, log: Log = print) -> tuple[nn.Module, dict[str, Any]]:
+    """The cached (else trained) base model for ``spec``; untrained with ``--base-epochs 0``."""
+    if opts.base_epochs != 0:
+        cached = (cache_dir() / "base" / f"{spec.model}-{spec.task}-{spec.key()}.safetensors").is_file()
+        model, meta = base_model(spec, log=log)
+        return model, {**meta, "trained_in_this_run": not cached}
+    return _untrained(spec.model, spec.task, opts, weights="untrained", extra={"epochs": 0})
+
+
+@functools.lru_cache(maxsize=8)
+def splits_of(task: str, size: int, seed: int) -> Splits:
+    """A task's splits, made once per process (rendering the 6,000 letters takes seconds)."""
+    return task_splits(task, size, seed)
+
+
+def _untrained(arch: str, task: str, opts: Options, *, weights: str,
+               extra: Mapping[str, Any] | None = None) -> tuple[nn.Module, dict[str, Any]]:
+    splits = splits_of(task, opts.size, opts.seed)
+    torch.manual_seed(opts.seed + 12345)
+    model = load_model(arch, num_classes=splits.num_classes)
+    x, _ = tensors(splits.train, min(512, 4 * opts.limit) if opts.limit else 512)  # fewer in quick runs
+    recalibrate_batchnorm(model, x)
+    model.eval()
+    return model, {"spec": {"model": arch, "task": task, "weights": weights, **(extra or {})}, "test_accuracy": None}
 
 
 def random_host(name: str, opts: Options) -> tuple[nn.Module, dict[str, Any]]:
     """A host with random weights: the control for "does a *trained* host matter?".
 
-    Batch-norm statistics are recomputed on 512 of its task's inputs, as for a trained host, so that
-    the random network's activations have a sane scale.
+    Batch-norm statistics are recomputed on 512 of its task's inputs (fewer with a small ``--limit``), as for a
+    trained host, so that
+    the random network's activations have a sane scale (the CIFAR AlexNet has no batch norm).
     """
     arch, task = RANDOM_HOSTS[name]
-    splits = task_splits(task, opts.size, opts.seed)
-    torch.manual_seed(opts.seed + 12345)
-    model = load_model(arch, num_classes=splits.num_classes)
-    x, _ = tensors(splits.train, 512)
-    recalibrate_batchnorm(model, x)
-    model.eval()
-    return model, {"spec": {"model": arch, "task": task, "weights": "random"}, "test_accuracy": None}
+    return _untrained(arch, task, opts, weights="random")
 
 
 @dataclass
@@ -204,18 +244,19 @@ def make_lab(opts: Options, hosts: Sequence[str], log: Log = print) -> Lab:
     use_cache(opts)
     torch.manual_seed(opts.seed)
     shape = (3, opts.size, opts.size)
-    model, meta = base_model(local_spec(opts), log=log)
-    services = {LOCAL: Service(LOCAL, model, input_shape=shape, architecture="alexnet")}
+    lspec = local_spec(opts)
+    model, meta = load_base(lspec, opts, log=log)
+    services = {LOCAL: Service(LOCAL, model, input_shape=shape, architecture=lspec.model)}
     info: dict[str, Any] = {LOCAL: meta}
     for name in hosts:
         if name in HOSTS:
-            hmodel, hmeta = base_model(host_spec(name, opts), log=log)
+            hmodel, hmeta = load_base(host_spec(name, opts), opts, log=log)
         else:
             hmodel, hmeta = random_host(name, opts)
-        arch = HOSTS[name][0] if name in HOSTS else RANDOM_HOSTS[name][0]
+        arch = HOSTS[name].model if name in HOSTS else RANDOM_HOSTS[name][0]
         services[name] = Service(name, hmodel, input_shape=shape, architecture=arch)
         info[name] = hmeta
-    splits = task_splits(opts.local_task, opts.size, opts.seed)
+    splits = splits_of(opts.local_task, opts.size, opts.seed)
     data = limited(splits, opts.limit)
     caches = {p: FeatureCache(services, x) for p, (x, _) in data.items()}
     return Lab(opts, services, data, caches, splits.num_classes, info)
@@ -316,10 +357,14 @@ def base_models(lab: Lab) -> dict[str, Any]:
     out = {}
     for name, meta in lab.info.items():
         svc = lab.services[name]
-        out[name] = {"architecture": svc.card.architecture if hasattr(svc.card, "architecture") else None,
-                     "task": meta.get("spec", {}).get("task"), "epochs": meta.get("spec", {}).get("epochs"),
-                     "weights": meta.get("spec", {}).get("weights"), "test_accuracy": meta.get("test_accuracy"),
-                     "train_seconds": meta.get("train_seconds"), "blocks": svc.num_blocks}
+        spec = meta.get("spec", {})
+        out[name] = {"architecture": spec.get("model"), "task": spec.get("task"), "epochs": spec.get("epochs"),
+                     "lr": spec.get("lr"), "batch_size": spec.get("batch_size"), "patience": spec.get("patience"),
+                     "epochs_run": meta.get("epochs_run"), "best_epoch": meta.get("best_epoch"),
+                     "weights": spec.get("weights"), "test_accuracy": meta.get("test_accuracy"),
+                     "val_accuracy": meta.get("val_accuracy"), "train_seconds": meta.get("train_seconds"),
+                     "trained_in_this_run": meta.get("trained_in_this_run"),
+                     "blocks": svc.num_blocks}
     return out
 
 

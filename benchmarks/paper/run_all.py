@@ -4,7 +4,7 @@ docs/experiments.md from their JSON.
 One process so that base models are loaded from the cache, never trained twice; the wall time of
 each experiment and of the whole run is recorded in ``<out_dir>/summary.json``.
 
-    python benchmarks/paper/run_all.py [--only 1,3] [--link-epochs 3] [--no-report] [--replot]
+    python benchmarks/paper/run_all.py [--only 1,3] [--link-epochs 8] [--no-report] [--replot]
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def run_all(opts: pc.Options, only: Sequence[int] = (1, 2, 3, 4), write_report: 
         walls[EXPERIMENTS[k].NAME] = res["wall_seconds"]
         cpus[EXPERIMENTS[k].NAME] = round(pc.cpu_seconds() - c0, 1)
     summary = {"experiments": walls, "cpu_seconds": cpus, "total_wall_seconds": round(time.perf_counter() - t0, 1),
-               "environment": pc.environment(opts)}
+               "total_cpu_seconds": round(pc.cpu_seconds(), 1), "environment": pc.environment(opts)}
     pc.write_json(FsPath(opts.out_dir) / "summary.json", summary)
     log(f"all done in {summary['total_wall_seconds']:.0f} s: {walls}")
     if write_report:
