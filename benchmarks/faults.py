@@ -372,7 +372,7 @@ def tensor_request(target: Target, plan: dict[str, Any], *, name: str, base_shap
     elif j == "outputs-garbage":
         header["outputs"] = [{"name": None}, 7]
     elif j == "top-level-list":
-        header = [header]  # type: ignore[assignment]
+        header = [header]  # type: ignore[assignment]  # a hostile header that is a list, on purpose
     text = json.dumps(header, separators=(",", ":"), allow_nan=True).replace(f'"{BIG}"', BIG_DIGITS)
     head = text.encode()
     if j == "not-json":
