@@ -129,7 +129,8 @@ def test_recipes_follow_the_default_scenario() -> None:
 
     assert pc.local_spec(pc.Options()) == DEFAULT_LOCAL
     assert pc.host_spec("mobilenet_letters", pc.Options()) == DEFAULT_HOST
-    assert pc.host_spec("alexnet_letters", pc.Options()) == replace(DEFAULT_LOCAL, task="letters")
+    assert pc.host_spec("alexnet_letters", pc.Options()) == replace(DEFAULT_LOCAL, task="letters", epochs=40,
+                                                                      lr_drops=0)
     quick = pc.host_spec("alexnet_shapes", pc.Options(base_epochs=2, size=48, seed=3))
     assert (quick.task, quick.epochs, quick.patience, quick.lr_drops, quick.size, quick.seed) == ("shapes", 2, 0, 0, 48, 3)
     assert pc.local_spec(pc.Options(base_epochs=0)).patience == 0  # untrained: load_base builds it, no cache

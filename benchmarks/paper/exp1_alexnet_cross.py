@@ -8,7 +8,7 @@ control task) and a random-weights host; baselines: the original model, the skip
 path and the letters host's paths are trained twice, with least-squares and with random link
 initialisation. Fig. 6's link sizes: normal (one 3x3 conv) / reduced-25 / reduced-5 links on ``hout=4``.
 
-    python benchmarks/paper/exp1_alexnet_cross.py [--link-epochs 8] [--limit N]
+    python benchmarks/paper/exp1_alexnet_cross.py [--link-epochs 6] [--limit N]
 """
 
 from __future__ import annotations

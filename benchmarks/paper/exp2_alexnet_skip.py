@@ -6,7 +6,7 @@ link's size? Every skip path ``lout -> lin`` (for the chosen ``lout`` values) wi
 filters), all least-squares initialised. Beyond the paper: the normal links once more with random
 initialisation (same budget), and each path's latency at batch 1.
 
-    python benchmarks/paper/exp2_alexnet_skip.py [--link-epochs 8] [--limit N]
+    python benchmarks/paper/exp2_alexnet_skip.py [--link-epochs 6] [--limit N]
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ MobileNetV2, plus the skip path ``lout=0 -> lin=5`` and "just links" (host block
 32x32 the host's blocks 1..5 output 24x8x8, 32x4x4, 64x2x2, 96x2x2 and 1280x1x1; local block 5
 (fc6) takes conv5's 256x2x2.
 
-    python benchmarks/paper/exp3_alexnet_mobilenet.py [--link-epochs 8] [--limit N]
+    python benchmarks/paper/exp3_alexnet_mobilenet.py [--link-epochs 6] [--limit N]
 """
 
 from __future__ import annotations

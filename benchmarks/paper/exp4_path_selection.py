@@ -7,7 +7,7 @@ paper: the default scenario's MobileNetV2 host (letters), ``lout=0, hin=1, lin=5
 path) and fast (least-squares screening, successive halving), and the selected path is exported
 to ONNX with parity checks against PyTorch.
 
-    python benchmarks/paper/exp4_path_selection.py [--link-epochs 8] [--no-export]
+    python benchmarks/paper/exp4_path_selection.py [--link-epochs 6] [--no-export]
 """
 
 from __future__ import annotations

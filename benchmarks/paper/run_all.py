@@ -4,7 +4,7 @@ docs/experiments.md from their JSON.
 One process so that base models are loaded from the cache, never trained twice; the wall time of
 each experiment and of the whole run is recorded in ``<out_dir>/summary.json``.
 
-    python benchmarks/paper/run_all.py [--only 1,3] [--link-epochs 8] [--no-report] [--replot]
+    python benchmarks/paper/run_all.py [--only 1,3] [--link-epochs 6] [--no-report] [--replot]
 """
 
 from __future__ import annotations
