@@ -29,10 +29,11 @@ from dataclasses import dataclass
 from pathlib import Path as FsPath
 from typing import Any
 
-from codenn.errors import CodennError, ConfigError
+from codenn.errors import ConfigError
 from codenn_adapters.access import AccessList, access_from
 from codenn_adapters.host_segment import HostSegment
 from codenn_adapters.host_server import DEFAULT_MAX_BYTES, create_app
+from codenn_adapters.ray_support import RayMissingError
 
 REPLICA_HEADER = "codenn-replica"
 """Response header naming the replica that answered (Ray Serve's replica id)."""
@@ -43,10 +44,6 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
-
-
-class RayMissingError(CodennError):
-    """Ray Serve is not installed; it is the optional extra ``codenn[ray]``."""
 
 
 def _ray() -> tuple[Any, Any]:

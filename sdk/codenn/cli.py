@@ -222,7 +222,9 @@ def run_config(config: str | None, **overrides: Any) -> RunConfig:
         search = dataclasses.replace(search, **rest)
     if overrides.get("quiet"):
         search = dataclasses.replace(search, train=dataclasses.replace(search.train, progress=False))
-    return dataclasses.replace(run, search=search)
+    executor = {key: overrides[opt] for opt, key in (("executor", "name"), ("address", "address"), ("workers", "workers"))
+                if overrides.get(opt) is not None}
+    return dataclasses.replace(run, search=search, executor=dataclasses.replace(run.executor, **executor))
 
 
 def _search_options(fn: F) -> F:
@@ -239,6 +241,11 @@ def _search_options(fn: F) -> F:
         click.option("--device", default=None, help="cpu, cuda, cuda:1 ..."),
         click.option("--seed", type=int, default=None, help="Seed for link initialisation and batches."),
         click.option("--quiet", is_flag=True, help="No progress bars."),
+        click.option("--executor", default=None,
+                     help="Where path jobs run: inprocess (default) or ray (pip install 'codenn[ray]')."),
+        click.option("--address", default=None, help="ray: the cluster's address (HOST:PORT); default: a local cluster."),
+        click.option("--workers", type=click.IntRange(min=1), default=None,
+                     help="ray: worker processes (default: one per CPU of the cluster)."),
     ]):
         fn = opt(fn)
     return fn
@@ -304,14 +311,17 @@ def _search(run: RunConfig, out: str, fresh: bool) -> Search:
     with the configuration recorded so that every other command can reload the run."""
     import shutil
 
+    from codenn.executor import executor_for
     from codenn.scenario import scenario_from_config
     from codenn.search import Search
 
+    executor = executor_for(run)  # an unknown name fails before any base model is trained
     scenario = scenario_from_config(run, log=lambda m: console.print(m))
     if fresh and os.path.isdir(out):
         shutil.rmtree(out)
     return Search(scenario.local, scenario.hosts, scenario.splits, run.search, run_dir=out,
-                  log=lambda m: console.print(m), metadata={"run_config": run.to_dict(), "base_models": scenario.info})
+                  log=lambda m: console.print(m), metadata={"run_config": run.to_dict(), "base_models": scenario.info},
+                  executor=executor)
 
 
 def run_search(run: RunConfig, out: str | None, fresh: bool = False) -> SearchResult:

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from codenn.cost import CostModel
 from codenn.errors import ConfigError
+from codenn.executor import ExecutorConfig
 from codenn.profile import Network
 from codenn.scenario import DEFAULT_HOST, DEFAULT_LOCAL, BaseModelSpec
 from codenn.train import TrainConfig
@@ -120,22 +121,27 @@ class RunConfig:
     local: ServiceConfig = field(default_factory=lambda: ServiceConfig("alexnet", DEFAULT_LOCAL))
     hosts: tuple[ServiceConfig, ...] = (ServiceConfig("mobilenet_v2", DEFAULT_HOST),)
     search: SearchConfig = field(default_factory=lambda: SearchConfig(space=DEFAULT_SPACE))
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """The TOML-shaped form: ``from_dict(run.to_dict()) == run``."""
         search = dataclasses.asdict(self.search)
         nested = {k: search.pop(k) for k in ("train", "cost", "network", "space", "fast")}
+        executor = {k: v for k, v in dataclasses.asdict(self.executor).items() if v is not None}  # TOML has no null
         return {
             "local": {"name": self.local.name, **dataclasses.asdict(self.local.base)},
             "hosts": [{"name": h.name, **dataclasses.asdict(h.base)} for h in self.hosts],
             "search": search,
             **nested,
+            "executor": executor,
         }
 
     def hash(self) -> str:
         """Names the default run directory: the search *and* the services' base models, so that a
-        changed model (a new default scenario) starts a new run instead of refusing to resume."""
+        changed model (a new default scenario) starts a new run instead of refusing to resume.
+        Where the jobs run (``[executor]``) is not part of it."""
         d = self.to_dict()
+        d.pop("executor")
         d["train"].pop("progress", None)
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -172,7 +178,7 @@ def _service(table: Mapping[str, Any], section: str, default: ServiceConfig) -> 
 
 
 def from_dict(data: Mapping[str, Any]) -> RunConfig:
-    known = {"local", "hosts", "search", "train", "cost", "network", "space", "fast"}
+    known = {"local", "hosts", "search", "train", "cost", "network", "space", "fast", "executor"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"unknown section(s) {unknown}; valid sections: {sorted(known)}")
@@ -194,7 +200,7 @@ def from_dict(data: Mapping[str, Any]) -> RunConfig:
         "space": build(SpaceConfig, {**dataclasses.asdict(DEFAULT_SPACE), **data.get("space", {})}, "space"),
         "fast": build(FastConfig, data.get("fast", {}), "fast"),
     }, "search")
-    return RunConfig(local, hosts, search)
+    return RunConfig(local, hosts, search, build(ExecutorConfig, data.get("executor", {}), "executor"))
 
 
 def load(path: str | Path) -> RunConfig:

@@ -53,6 +53,15 @@ class FrozenParameterError(CodennError):
     """A provider's frozen parameters changed, or were about to be trained."""
 
 
+class MissingWeightsError(ConfigError):
+    """A base model's cached weights are not where a worker (or a command that must not train)
+    looked for them."""
+
+
+class ExecutorError(CodennError):
+    """A search executor could not reach its workers, set them up, or keep them alive."""
+
+
 def available(names: Iterable[str]) -> str:
     """Format the valid choices for an error message."""
     listed = sorted(names)

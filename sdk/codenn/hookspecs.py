@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     import click
     from torch import nn
 
-    from codenn.protocols import Runtime, Transport
+    from codenn.protocols import Executor, Runtime, Transport
     from codenn.registry import Register
     from codenn.splitters import BlockSplitter
 
@@ -77,6 +77,19 @@ def codenn_register_transports(register: Register[Callable[..., Transport]]) -> 
         carries boundary tensors and gradients only: never parameters, never labels. Down or
         timed-out hosts raise :class:`codenn.errors.HostUnavailableError`, refused requests
         :class:`codenn.errors.HostRejectedError`.
+    """
+
+
+@hookspec
+def codenn_register_executors(register: Register[Callable[..., Executor]]) -> None:
+    """Register search executors: where ``codenn search`` runs its path jobs.
+
+    :param register: call ``register(name, factory, description="...")`` where
+        ``factory(run: RunConfig, **options)`` returns a :class:`codenn.protocols.Executor`.
+        ``run`` is the run's configuration: the base-model specs from which each worker loads the
+        services' cached weights (never a provider's model object). Options are the
+        ``[executor]`` keys: ``address``, ``workers``, ``threads_per_worker``, ``retries``.
+        The in-process executor (``inprocess``) is the core's own and needs no plugin.
     """
 
 

@@ -24,7 +24,7 @@ from torch import nn
 
 from codenn import hookspecs
 from codenn.errors import PluginError
-from codenn.protocols import Runtime, Transport
+from codenn.protocols import Executor, Runtime, Transport
 from codenn.registry import Registry
 from codenn.splitters import BlockSplitter
 
@@ -42,6 +42,8 @@ NAMED_REGISTRIES: dict[str, tuple[str, str, type[Any] | None, str]] = {
                  "a codenn.protocols.Runtime (name, device, run(x))"),
     "transports": ("transport", "codenn_register_transports", Transport,
                    "a codenn.transport.Transport (health, metadata, infer, train_forward, train_backward, close)"),
+    "executors": ("executor", "codenn_register_executors", Executor,
+                  "a codenn.protocols.Executor (name, start(worker), map(jobs), close())"),
 }
 
 
@@ -126,6 +128,10 @@ class Plugins:
     @property
     def transports(self) -> Registry[Callable[..., Transport]]:
         return self._named("transports")
+
+    @property
+    def executors(self) -> Registry[Callable[..., Executor]]:
+        return self._named("executors")
 
     @property
     def commands(self) -> Registry[click.Command]:

@@ -7,6 +7,7 @@ import cycle. ``codenn.transport`` re-exports :class:`Transport` and :class:`Hos
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -77,4 +78,26 @@ class Runtime(Protocol):
 
     def run(self, x: torch.Tensor) -> torch.Tensor:
         """One forward pass on a batch; the output is a tensor on :attr:`device`."""
+        ...
+
+
+@runtime_checkable
+class Executor(Protocol):
+    """Where a search's path jobs run (:mod:`codenn.pathjob`): this process, or a cluster.
+
+    ``start`` gets the search's own :class:`~codenn.pathjob.PathWorker` (an in-process executor
+    runs jobs on it; a remote one reads its expectations: the fingerprints and data digest every
+    remote worker must reproduce). ``map`` yields one result per job, in the order they finish;
+    a job whose worker died is retried elsewhere. ``close`` releases the workers.
+    """
+
+    name: str
+
+    def start(self, worker: Any) -> None:
+        ...
+
+    def map(self, jobs: Sequence[Any]) -> Iterator[Any]:
+        ...
+
+    def close(self) -> None:
         ...

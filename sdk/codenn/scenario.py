@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -26,7 +27,7 @@ from torch.utils.data import TensorDataset
 
 from codenn import synthetic
 from codenn.data import Splits, image_folder, split_dataset, tensors, torchvision_dataset
-from codenn.errors import ConfigError
+from codenn.errors import ConfigError, MissingWeightsError
 from codenn.fileio import atomic_json
 from codenn.models import load_model, save_safetensors
 from codenn.service import Service
@@ -187,12 +188,30 @@ def evaluate_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_siz
     return float((pred == y).float().mean())
 
 
+def cached_files(spec: BaseModelSpec) -> tuple[Path, Path]:
+    """Where the base model for ``spec`` is cached: its weights and its training record."""
+    folder = cache_dir() / "base"
+    stem = f"{spec.model}-{spec.task}-{spec.key()}"
+    return folder / f"{stem}.safetensors", folder / f"{stem}.json"
+
+
+def cached_base_model(spec: BaseModelSpec, *, log: Callable[[str], None] = print) -> tuple[nn.Module, dict[str, object]]:
+    """The cached base model for ``spec``, never trained here: a worker of a distributed search
+    must search the weights the search started with, not train its own."""
+    weights, meta_file = cached_files(spec)
+    if not (weights.is_file() and meta_file.is_file()):
+        raise MissingWeightsError(
+            f"no cached weights for base model {spec.model!r} on {spec.task!r} on host {socket.gethostname()!r}: "
+            f"expected {weights} (and {meta_file.name}); copy them from the machine that trained them, or run "
+            "`codenn search` once on this host")
+    return base_model(spec, log=log)
+
+
 def base_model(spec: BaseModelSpec, *, log: Callable[[str], None] = print) -> tuple[nn.Module, dict[str, object]]:
     """Load the cached base model for ``spec``, training and caching it on first use."""
     splits = task_splits(spec.task, spec.size, spec.seed)
-    folder = cache_dir() / "base"
-    stem = f"{spec.model}-{spec.task}-{spec.key()}"
-    weights, meta_file = folder / f"{stem}.safetensors", folder / f"{stem}.json"
+    weights, meta_file = cached_files(spec)
+    folder = weights.parent
     if weights.is_file() and meta_file.is_file():
         model = load_model(spec.model, weights=weights, num_classes=splits.num_classes)
         return model, json.loads(meta_file.read_text())
@@ -237,25 +256,28 @@ def build_scenario(
     local_name: str = "alexnet",
     host_names: tuple[str, ...] | None = None,
     log: Callable[[str], None] = print,
+    train_missing: bool = True,
 ) -> Scenario:
-    """Services for a local base model and its hosts; the local task's splits come along."""
+    """Services for a local base model and its hosts; the local task's splits come along. With
+    ``train_missing=False`` a base model that is not cached is a :class:`MissingWeightsError`."""
+    load = base_model if train_missing else cached_base_model
     names = host_names or tuple(h.model for h in hosts)
     if len(names) != len(hosts) or len({local_name, *names}) != len(hosts) + 1:
         raise ConfigError(f"service names must be distinct and one per host, got {local_name!r} and {names}")
     shape = (3, local.size, local.size)
-    model, meta = base_model(local, log=log)
+    model, meta = load(local, log=log)
     local_service = Service(local_name, model, input_shape=shape, architecture=local.model)
     host_services: list[Service] = []
     info: dict[str, object] = {local_name: meta}
     for name, spec in zip(names, hosts):
         spec = replace(spec, size=local.size)
-        hmodel, hmeta = base_model(spec, log=log)
+        hmodel, hmeta = load(spec, log=log)
         host_services.append(Service(name, hmodel, input_shape=shape, architecture=spec.model))
         info[name] = hmeta
     return Scenario(local_service, host_services, task_splits(local.task, local.size, local.seed), info)
 
 
-def scenario_from_config(run: Any, log: Callable[[str], None] = print) -> Scenario:
+def scenario_from_config(run: Any, log: Callable[[str], None] = print, *, train_missing: bool = True) -> Scenario:
     """The services and data a :class:`codenn.config.RunConfig` describes."""
     return build_scenario(run.local.base, tuple(h.base for h in run.hosts), local_name=run.local.name,
-                          host_names=tuple(h.name for h in run.hosts), log=log)
+                          host_names=tuple(h.name for h in run.hosts), log=log, train_missing=train_missing)

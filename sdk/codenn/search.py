@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path as FsPath
 from typing import Any
@@ -24,18 +24,21 @@ import torch
 
 from codenn.config import SearchConfig
 from codenn.cost import PathMeasures
-from codenn.data import Splits, tensors
-from codenn.errors import ConfigError
+from codenn.data import Splits
+from codenn.errors import ConfigError, FrozenParameterError
+from codenn.executor import InProcessExecutor
+from codenn.pathjob import PathJob, PathJobResult, PathWorker, state_links
 from codenn.paths import Path
 from codenn.pathspace import PathSpace
 from codenn.pathspec import PaperIndices, PathSpec
 from codenn.plotting import plot_pareto
 from codenn.plugins import Plugins, get_plugins
 from codenn.profile import profile_blocks, resolve_device, time_module
+from codenn.protocols import Executor
 from codenn.rows import PathRow, pareto_front
 from codenn.runstore import RunStore
 from codenn.service import Service
-from codenn.train import FeatureCache, LinkTrainer, Screener, accuracy, init_path_links, path_seed
+from codenn.train import path_seed
 
 
 @dataclass
@@ -52,7 +55,10 @@ class Candidate:
     test_accuracy: float | None = None
     ls_accuracy: float | None = None
     ls_initialised: list[bool] = field(default_factory=list)
-    trainer: LinkTrainer | None = None
+    state: bytes | None = None
+    """The links' training state after the candidate's last job (:mod:`codenn.pathjob`)."""
+    epochs: int = 0
+    train_samples: int = 0
     cost: float | None = None
     links_file: str | None = None
 
@@ -62,14 +68,6 @@ class Candidate:
         if self.path is None:
             raise ConfigError(f"path {self.spec} was already emitted ({self.status}); its links were freed")
         return self.path
-
-    @property
-    def epochs(self) -> int:
-        return self.trainer.epochs_done if self.trainer else 0
-
-    @property
-    def train_samples(self) -> int:
-        return self.trainer.samples_seen if self.trainer else 0
 
 
 @dataclass
@@ -107,8 +105,10 @@ class Search:
         log: Log = print,
         on_path_done: Callable[[Candidate], None] | None = None,
         metadata: Mapping[str, Any] | None = None,
+        executor: Executor | None = None,
     ) -> None:
         self.config = config or SearchConfig()
+        self.executor: Executor = executor or InProcessExecutor()
         self.local, self.hosts = local, list(hosts)
         self.services: dict[str, Service] = {local.name: local, **{h.name: h for h in self.hosts}}
         if len(self.services) != len(self.hosts) + 1:
@@ -131,18 +131,11 @@ class Search:
 
     # -- setup --------------------------------------------------------------------------------
     def _prepare(self) -> None:
-        for s in self.services.values():
-            s.to(self.device)
-        self.fingerprints = {n: s.fingerprint() for n, s in self.services.items()}
-        self.data = {}
-        self.caches: dict[str, FeatureCache] = {}
-        for part in ("train", "val", "test"):
-            x, y = tensors(getattr(self.splits, part))
-            if tuple(x.shape[1:]) != self.local.input_spec.shape:
-                raise ConfigError(f"{part} inputs have shape {tuple(x.shape[1:])}; local service "
-                                  f"{self.local.name!r} expects {self.local.input_spec.shape}")
-            self.data[part] = y
-            self.caches[part] = FeatureCache(self.services, x.to(self.device))
+        # the search's own worker: its caches score the original model, and the in-process
+        # executor runs every job on it
+        self.worker = PathWorker(self.services, self.splits, self.config, local=self.local.name, plugins=self.plugins,
+                                 name="in-process")
+        self.fingerprints = self.worker.fingerprints
         cfg = self.config
         self.block_us = {
             n: profile_blocks(s, batch_size=cfg.profile_batch, device=self.device, repeats=cfg.profile_repeats)
@@ -154,8 +147,8 @@ class Search:
         spec = PathSpec.parse(f"{self.local.name}[:]")
         path = Path(spec, self.services, plugins=self.plugins)
         cand = self._candidate(spec, path)
-        cand.val_accuracy = accuracy(path, self.caches["val"], self.data["val"], device=str(self.device))
-        cand.test_accuracy = accuracy(path, self.caches["test"], self.data["test"], device=str(self.device))
+        cand.val_accuracy = self.worker.accuracy(path, "val")
+        cand.test_accuracy = self.worker.accuracy(path, "test")
         self.l_a = cand.val_accuracy
         cand.cost = self._cost(cand, cand.val_accuracy)
         cand.status = "original"
@@ -195,29 +188,41 @@ class Search:
                     plugins=self.plugins).to(self.device)
         return self._candidate(path.spec, path)
 
-    # -- training steps -----------------------------------------------------------------------
-    def _trainer(self, cand: Candidate) -> LinkTrainer:
-        if cand.trainer is None:
-            teacher = self.caches["train"].get(self.local.name, self.local.num_blocks) if self.config.train.distill else None
-            cand.trainer = LinkTrainer(cand.built, self.config.train, self.caches["train"], self.data["train"], teacher)
-        return cand.trainer
+    # -- jobs ---------------------------------------------------------------------------------
+    def _jobs(self, cands: Sequence[Candidate], job: Callable[[Candidate], PathJob], label: str) -> Iterator[Candidate]:
+        """Run one job per candidate on the executor; yield each candidate as its result arrives
+        (in the order jobs finish), with its accuracy, cost and state updated."""
+        by_spec = {str(c.spec): c for c in cands}
+        results = self.executor.map([job(c) for c in cands])
+        for res in self._progress(results, label, total=len(cands)):
+            cand = by_spec[res.spec]
+            self._apply(cand, res)
+            yield cand
 
-    def _ls_init(self, cand: Candidate) -> None:
-        if self.config.train.ls_init:
-            cand.ls_initialised = init_path_links(cand.built, self.caches["train"], self.config.train.ls_samples,
-                                                  self.config.train.ls_ridge)
+    def _apply(self, cand: Candidate, res: PathJobResult) -> None:
+        changed = [n for n, fp in res.fingerprints.items() if fp != self.fingerprints.get(n)]
+        if changed:
+            raise FrozenParameterError(f"worker {res.worker} trained path {res.spec} over services {changed} whose "
+                                       "fingerprints differ from the search's")
+        cand.state, cand.epochs, cand.train_samples = res.state, res.epochs, res.train_samples
+        cand.ls_initialised = list(res.ls_initialised)
+        if res.ls_accuracy is not None:
+            cand.ls_accuracy = res.ls_accuracy
+        cand.val_accuracy, cand.cost = res.val_accuracy, self._cost(cand, res.val_accuracy)
+        if res.test_accuracy is not None:
+            cand.test_accuracy = res.test_accuracy
 
-    def _val(self, cand: Candidate) -> float:
-        cand.val_accuracy = accuracy(cand.built, self.caches["val"], self.data["val"], device=str(self.device))
-        cand.cost = self._cost(cand, cand.val_accuracy)
-        return cand.val_accuracy
+    def _first_job(self, cand: Candidate) -> PathJob:
+        """A whole path's training: least squares, the full budget, test accuracy."""
+        return PathJob(str(cand.spec), ls_init=True, epochs=self.config.train.epochs, test=True)
 
     def _finish(self, cand: Candidate) -> None:
-        """Full-budget training done: measure, save links, emit the row."""
-        self._val(cand)
-        cand.test_accuracy = accuracy(cand.built, self.caches["test"], self.data["test"], device=str(self.device))
+        """Full-budget training done (accuracies measured by the job): save links, emit the row."""
         cand.status = "trained"
         if self.store is not None:
+            if cand.state is None:
+                raise ConfigError(f"path {cand.spec} finished without a training state")
+            cand.built.links.load_state_dict(state_links(cand.state))
             manifest = {
                 "spec": str(cand.spec), "paper_form": _paper(cand.spec), "link_factories": list(cand.built.link_factories),
                 "link_sides": list(cand.built.link_sides), "link_options": self.config.link_options,
@@ -236,8 +241,8 @@ class Search:
             self.store.append_row(row)
         if cand.status == "trained":
             self.log(f"  trained {cand.spec}: val {cand.val_accuracy:.3f}, cost {cand.cost:.4f}")
-        cand.trainer = None
-        cand.path = None  # free the links and optimizer state
+        cand.state = None
+        cand.path = None  # free the links and their training state
         if self.on_path_done is not None:
             self.on_path_done(cand)
 
@@ -273,8 +278,7 @@ class Search:
         self._start()
         parsed = PathSpec.parse(spec) if isinstance(spec, str) else spec
         cand = self._build(parsed)
-        self._ls_init(cand)
-        self._trainer(cand).train_epochs(self.config.train.epochs)
+        self._apply(cand, self.worker.run(self._first_job(cand)))
         self.resumed.discard(str(cand.spec))
         self._finish(cand)
         for service in self.services.values():
@@ -315,10 +319,14 @@ class Search:
         todo = [s for s in paths if str(s.resolve({n: v.num_blocks for n, v in self.services.items()})) not in self.resumed]
         self.log(f"{cfg.strategy} search over {len(paths)} paths ({len(todo)} to do); original val accuracy "
                  f"L_A = {self.l_a:.3f}, cost {original.cost:.4f}")
-        if cfg.strategy == "exhaustive":
-            self._exhaustive(todo)
-        else:
-            self._fast(todo, _by_cost(original))
+        self.executor.start(self.worker)
+        try:
+            if cfg.strategy == "exhaustive":
+                self._exhaustive(todo)
+            else:
+                self._fast(todo, _by_cost(original))
+        finally:
+            self.executor.close()
         for service in self.services.values():
             service.verify_frozen()
         return self._result(len(paths), time.perf_counter() - t0)
@@ -335,19 +343,17 @@ class Search:
                 f"{fastest:.0f} us and the original model at {self.original_row.latency_us:.0f} us"
             )
 
-    def _progress(self, items: Sequence[Any], label: str) -> Any:
+    def _progress(self, items: Any, label: str, total: int | None = None) -> Any:
         if not self.config.train.progress:
             return items
         from rich.progress import track
 
-        return track(items, description=label, transient=True)
+        return track(items, description=label, transient=True, total=total)
 
     def _exhaustive(self, todo: Sequence[PathSpec]) -> None:
         cands = [self._build(spec) for spec in self._progress(todo, "exhaustive: estimating costs")]
         self._check_bound(cands)
-        for cand in self._progress(cands, "exhaustive: training every path"):
-            self._ls_init(cand)
-            self._trainer(cand).train_epochs(self.config.train.epochs)
+        for cand in self._jobs(cands, self._first_job, "exhaustive: training every path"):
             self._finish(cand)
 
     def _fast(self, todo: Sequence[PathSpec], original_cost: float) -> None:
@@ -356,19 +362,19 @@ class Search:
         if state and set(state["survivors"]) == {str(s) for s in todo}:
             # resume: rebuild the survivors exactly (deterministic per-path training) and go on
             alive = [self._build(s) for s in todo]
-            for cand in alive:
-                self._ls_init(cand)
-                self._trainer(cand).train_epochs(state["epochs"][str(cand.spec)])
-                self._val(cand)
+            epochs = state["epochs"]
+            list(self._jobs(alive, lambda c: PathJob(str(c.spec), ls_init=True, epochs=epochs[str(c.spec)]),
+                            "fast: rebuilding the survivors"))
             rung = state["rung"]
             self.log(f"  resumed {len(alive)} survivors at rung {rung}")
         else:
             alive = self._screen(todo, original_cost)
             rung = fast.first_rung_epochs
         while len(alive) > fast.final_keep and min(c.epochs for c in alive) + rung < cfg.train.epochs:
-            for cand in self._progress(alive, f"fast: halving rung ({len(alive)} paths, {rung} epoch(s))"):
-                self._trainer(cand).train_epochs(rung)
-                self._val(cand)
+            def rung_job(c: Candidate, n: int = rung) -> PathJob:
+                return PathJob(str(c.spec), epochs=n, state=c.state)
+
+            list(self._jobs(alive, rung_job, f"fast: halving rung ({len(alive)} paths, {rung} epoch(s))"))
             keep = max(fast.final_keep, math.ceil(len(alive) / fast.eta))
             alive, dropped = self._kept(alive, keep)
             for cand in dropped:
@@ -379,9 +385,8 @@ class Search:
             if self.store is not None:
                 self.store.write_json("state.json", {"rung": rung, "survivors": [str(c.spec) for c in alive],
                                                      "epochs": {str(c.spec): c.epochs for c in alive}})
-        for cand in self._progress(alive, "fast: full training of survivors"):
-            trainer = self._trainer(cand)
-            trainer.train_epochs(cfg.train.epochs - trainer.epochs_done)
+        for cand in self._jobs(alive, lambda c: PathJob(str(c.spec), epochs=cfg.train.epochs - c.epochs, state=c.state,
+                                                        test=True), "fast: full training of survivors"):
             self._finish(cand)
 
     def _screen(self, todo: Sequence[PathSpec], original_cost: float) -> list[Candidate]:
@@ -403,14 +408,10 @@ class Search:
             else:
                 alive.append(cand)
         self.log(f"  {len(alive)} paths left after latency and cost-bound pruning")
-        screener = Screener(self.caches["train"], self.caches["val"], self.data["val"],
-                            samples=cfg.train.ls_samples, ridge=cfg.train.ls_ridge)
-        for cand in self._progress(sorted(alive, key=lambda c: str(c.spec)), "fast: least-squares screening"):
-            if cfg.train.ls_init:
-                cand.ls_initialised, cand.ls_accuracy = screener.screen(cand.built)
-                cand.val_accuracy, cand.cost = cand.ls_accuracy, self._cost(cand, cand.ls_accuracy)
-            else:
-                cand.ls_accuracy = self._val(cand)
+        # sorted by spec, so that paths sharing a prefix follow each other and a worker's
+        # screener reuses their fits
+        list(self._jobs(sorted(alive, key=lambda c: str(c.spec)), lambda c: PathJob(str(c.spec), screen=True),
+                        "fast: least-squares screening"))
         kept, dropped = self._kept(alive, fast.screen_keep)
         for cand in dropped:
             cand.status, cand.reason = "pruned", (

@@ -1,0 +1,282 @@
+"""Where a search's jobs run (issue 14): the job protocol replayed on a worker rebuilt from the run's
+configuration gives the run the in-process executor gives; the errors a cluster user meets; and,
+with Ray installed (``-m ray``, in ``make test-all``), the Ray executor itself, a killed worker
+included."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import signal
+import socket
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path as FsPath
+
+import pytest
+import torch
+from click.testing import CliRunner
+from safetensors.torch import load as load_tensors
+from safetensors.torch import load_file
+
+from codenn import hookimpl
+from codenn.cli import cli
+from codenn.config import RunConfig, from_dict
+from codenn.errors import ConfigError, FrozenParameterError, MissingWeightsError
+from codenn.executor import InProcessExecutor, executor_for
+from codenn.pathjob import PathJob, PathJobResult, PathWorker, WorkerExpectations
+from codenn.plugins import create_plugins
+from codenn.scenario import Scenario, scenario_from_config
+from codenn.search import Search, SearchResult
+
+SMALL = {
+    "local": {"name": "mnv3", "model": "mobilenet_v3_small", "task": "digits", "size": 32, "epochs": 1, "lr": 2e-3},
+    "hosts": [{"name": "host", "model": "mobilenet_v3_small", "task": "shapes", "epochs": 1, "lr": 2e-3}],
+    "search": {"strategy": "fast"},
+    "train": {"epochs": 3, "ls_samples": 128, "progress": False},
+    "space": {"hin": 1, "hout": 2},
+    "fast": {"screen_keep": 4, "final_keep": 1, "keep_cross": 1},
+    "cost": {"objective": "compute_only"},
+}
+
+
+class ComputeOnly:
+    """Eq. (1) without its time terms: profiled times differ from one run to the next, and the
+    two runs compared here must rank paths the same."""
+
+    @hookimpl
+    def codenn_register_objectives(self, register) -> None:
+        register("compute_only", lambda m, l_a, model: math.exp(model.a * (l_a - m.accuracy)) + m.local_gflops)
+
+
+PLUGINS = create_plugins(extra=[ComputeOnly()])
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory) -> Iterator[tuple[RunConfig, Scenario]]:
+    """The small scenario's base models, trained once into a module-wide cache."""
+    cache = tmp_path_factory.mktemp("cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CODENN_CACHE", str(cache))
+        run = from_dict(SMALL)
+        yield run, scenario_from_config(run, log=lambda m: None)
+
+
+class RebuiltWorkerExecutor:
+    """What a remote executor does, without Ray: one worker built from the run's configuration
+    and cached weights (not the search's services), checked against the search's expectations,
+    and jobs finished out of order (last first)."""
+
+    name = "rebuilt"
+
+    def __init__(self, run: RunConfig) -> None:
+        self.run = run
+        self.worker: PathWorker | None = None
+        self.jobs_seen = 0
+
+    def start(self, worker: PathWorker) -> None:
+        sc = scenario_from_config(dataclasses.replace(self.run, search=worker.config), log=lambda m: None,
+                                  train_missing=False)
+        self.worker = PathWorker({s.name: s for s in (sc.local, *sc.hosts)}, sc.splits, worker.config,
+                                 local=sc.local.name, name="rebuilt")
+        assert self.worker is not worker and self.worker.services[sc.local.name] is not worker.services[sc.local.name]
+        self.worker.check(worker.expectations())
+
+    def map(self, jobs: Sequence[PathJob]) -> Iterator[PathJobResult]:
+        assert self.worker is not None
+        for job in reversed(list(jobs)):
+            self.jobs_seen += 1
+            yield self.worker.run(job)
+
+    def close(self) -> None:
+        self.worker = None
+
+
+def search(run: RunConfig, sc: Scenario, out: FsPath | None, executor=None, **kw) -> SearchResult:
+    return Search(sc.local, sc.hosts, sc.splits, run.search, run_dir=out, log=lambda m: None, executor=executor,
+                  plugins=PLUGINS, **kw).run()
+
+
+def same_rows(a: SearchResult, b: SearchResult) -> None:
+    keys = ("status", "reason", "val_accuracy", "test_accuracy", "ls_accuracy", "ls_initialised", "epochs",
+            "train_samples", "cost")
+    rows_a = {r.spec: tuple(getattr(r, k) for k in keys) for r in a.rows}
+    rows_b = {r.spec: tuple(getattr(r, k) for k in keys) for r in b.rows}
+    assert rows_a == rows_b
+    assert (a.selected and a.selected.spec) == (b.selected and b.selected.spec) and a.decision == b.decision
+
+
+@pytest.mark.parametrize("strategy", ["fast", "exhaustive"])
+def test_jobs_on_a_rebuilt_worker_give_the_in_process_run(small, tmp_path, strategy, one_torch_thread) -> None:
+    run, sc = small
+    if strategy == "exhaustive":  # a smaller space keeps the test short
+        run = dataclasses.replace(run, search=dataclasses.replace(
+            run.search, strategy="exhaustive", train=dataclasses.replace(run.search.train, epochs=1),
+            space=dataclasses.replace(run.search.space, cross=False)))
+    here = search(run, sc, tmp_path / "here")
+    rebuilt = RebuiltWorkerExecutor(run)  # loads the services from the module's cache
+    there = search(run, sc, tmp_path / "there", executor=rebuilt)
+    assert rebuilt.jobs_seen > 0 and there.totals["trained"] >= 1
+    if strategy == "fast":
+        assert {r.status for r in there.rows} == {"trained", "pruned"}
+    same_rows(here, there)
+    # the links saved by the search's own process are the same tensors
+    for r in here.rows:
+        if r.status == "trained":
+            ours, theirs = (load_file(FsPath(d) / "links" / FsPath(r.links_file).name) for d in (here.run_dir, there.run_dir))
+            assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+    # every service is bit-identical after the run, on both sides
+    for s in (sc.local, *sc.hosts):
+        s.verify_frozen()
+
+
+def test_a_run_interrupted_on_one_executor_resumes_on_the_other(small, tmp_path, one_torch_thread) -> None:
+    run, sc = small
+    run = dataclasses.replace(run, search=dataclasses.replace(
+        run.search, strategy="exhaustive", train=dataclasses.replace(run.search.train, epochs=1),
+        space=dataclasses.replace(run.search.space, cross=False)))
+
+    class Stop(Exception):
+        pass
+
+    done: list[str] = []
+
+    def interrupt(cand) -> None:
+        done.append(str(cand.spec))
+        if len(done) == 2:
+            raise Stop
+
+    full = search(run, sc, tmp_path / "full")
+    with pytest.raises(Stop):
+        search(run, sc, tmp_path / "run", executor=RebuiltWorkerExecutor(run), on_path_done=interrupt)
+    assert len((tmp_path / "run" / "results.jsonl").read_text().splitlines()) == 2
+    resumed = search(run, sc, tmp_path / "run", executor=InProcessExecutor())
+    same_rows(full, resumed)
+    assert resumed.totals["train_samples_this_session"] < full.totals["train_samples"]
+
+
+def test_a_worker_refuses_other_weights_other_data_and_missing_weights(small, tmp_path, monkeypatch) -> None:
+    run, sc = small
+    worker = PathWorker({s.name: s for s in (sc.local, *sc.hosts)}, sc.splits, run.search, local="mnv3", name="w1")
+    good = worker.expectations()
+    worker.check(good)
+    bad = WorkerExpectations({**good.fingerprints, "host": "0" * 64}, good.data_digest, good.search_hash)
+    with pytest.raises(FrozenParameterError, match=r"service 'host' on worker w1 has fingerprint"):
+        worker.check(bad)
+    with pytest.raises(ConfigError, match=r"data set .* on worker w1 differs"):
+        worker.check(WorkerExpectations(good.fingerprints, "f" * 64, good.search_hash))
+    with pytest.raises(ConfigError, match=r"search configuration on worker w1 differs"):
+        worker.check(WorkerExpectations(good.fingerprints, good.data_digest, "0" * 16))
+    with pytest.raises(ConfigError, match=r"service 'other' is missing on worker w1"):
+        worker.check(WorkerExpectations({**good.fingerprints, "other": "0" * 64}, good.data_digest, good.search_hash))
+    monkeypatch.setenv("CODENN_CACHE", str(tmp_path / "empty"))
+    with pytest.raises(MissingWeightsError, match=rf"no cached weights for base model 'mobilenet_v3_small' on 'digits' on host "
+                                                  rf"'{socket.gethostname()}': expected .*empty/base/.*safetensors"):
+        scenario_from_config(run, log=lambda m: None, train_missing=False)
+
+
+def test_a_job_state_round_trips_exactly(small, one_torch_thread) -> None:
+    """Two epochs in one job == one epoch, then one more from the returned state (optimizer
+    moments and batch order included): what lets a rung continue on another worker."""
+    run, sc = small
+    worker = PathWorker({s.name: s for s in (sc.local, *sc.hosts)}, sc.splits, run.search, local="mnv3")
+    spec = "mnv3[:2] > host[1:2] > mnv3[4:]"
+    whole = worker.run(PathJob(spec, ls_init=True, epochs=2))
+    first = worker.run(PathJob(spec, ls_init=True, epochs=1))
+    second = worker.run(PathJob(spec, epochs=1, state=first.state))
+    assert (second.epochs, second.train_samples) == (whole.epochs, whole.train_samples) == (2, 2 * len(sc.splits.train))
+    assert second.val_accuracy == whole.val_accuracy
+    ours, theirs = load_tensors(second.state), load_tensors(whole.state)
+    assert ours.keys() == theirs.keys() and any(k.startswith("opt.") for k in ours) and "generator" in ours
+    assert all(torch.equal(ours[k], theirs[k]) for k in ours)
+    assert second.ls_initialised == whole.ls_initialised
+    with pytest.raises(ConfigError, match="screens or trains"):
+        PathJob(spec, screen=True, epochs=1)
+
+
+def test_executor_choice_and_cluster_errors_are_clear(tmp_path, monkeypatch) -> None:
+    assert isinstance(executor_for(RunConfig()), InProcessExecutor)
+    run = from_dict({"executor": {"name": "nope"}})
+    with pytest.raises(Exception, match=r"unknown executor 'nope'; valid: 'inprocess', 'ray'"):
+        executor_for(run)
+    # the executor is not part of the run's hash: a directory written on a cluster resumes here
+    assert from_dict({"executor": {"name": "ray", "workers": 4}}).hash() == RunConfig().hash()
+    with pytest.raises(ConfigError, match=r"\[executor\] has unknown key\(s\) \['nodes'\]"):
+        from_dict({"executor": {"nodes": 3}})
+    with pytest.raises(ConfigError, match="workers must be >= 1"):
+        from_dict({"executor": {"workers": 0}})
+    from codenn_adapters.ray_search import ClusterUnreachableError, check_reachable
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(ClusterUnreachableError, match=rf"no Ray cluster answers at '127.0.0.1:{port}'"):
+        check_reachable(f"127.0.0.1:{port}")
+    with pytest.raises(ConfigError, match="is not HOST:PORT"):
+        check_reachable("nowhere")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CODENN_CACHE", str(tmp_path / "cache"))
+    res = CliRunner().invoke(cli, ["search", "--executor", "nope", "--quiet"])
+    assert res.exit_code == 1 and "unknown executor 'nope'" in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "cache").exists()  # refused before any base model was trained
+
+
+# -- Ray (pip install 'codenn[ray]'; pytest -m ray, or make test-all) -------------------------------
+def _ray_executor(run: RunConfig, **kw):
+    pytest.importorskip("ray")
+    from codenn_adapters.ray_search import RayExecutor
+
+    return RayExecutor(run, log=lambda m: None, **kw)
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_ray_executor_gives_the_in_process_run(small, tmp_path, one_torch_thread) -> None:
+    run, sc = small
+    executor = _ray_executor(run, workers=2)
+    here = search(run, sc, tmp_path / "here")
+    there = search(run, sc, tmp_path / "there", executor=executor)
+    same_rows(here, there)
+    assert json.loads((tmp_path / "there" / "run.json").read_text())["selected"]["spec"] == here.selected.spec
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_killed_ray_worker_costs_one_retry(small, tmp_path, one_torch_thread) -> None:
+    run, sc = small
+    run = dataclasses.replace(run, search=dataclasses.replace(
+        run.search, strategy="exhaustive", train=dataclasses.replace(run.search.train, epochs=2),
+        space=dataclasses.replace(run.search.space, cross=False)))
+    here = search(run, sc, tmp_path / "here")
+    executor = _ray_executor(run, workers=2)
+    killed: list[int] = []
+
+    def kill_one(cand) -> None:
+        if not killed:  # after the first path: one worker is busy with the next one
+            pid = executor.worker_pids()[0]
+            threading.Timer(0.5, os.kill, (pid, signal.SIGKILL)).start()
+            killed.append(pid)
+
+    there = search(run, sc, tmp_path / "there", executor=executor, on_path_done=kill_one)
+    assert killed and len(executor.retried) == 1  # the job the killed worker ran (or was given next)
+    same_rows(here, there)
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_ray_workers_refuse_other_weights_and_name_their_host(small, tmp_path) -> None:
+    from codenn_adapters.ray_search import WorkerSetupError
+
+    run, sc = small
+    worker = PathWorker({s.name: s for s in (sc.local, *sc.hosts)}, sc.splits, run.search, local="mnv3")
+    good = worker.expectations()
+    worker.expectations = lambda: WorkerExpectations({**good.fingerprints, "host": "0" * 64}, good.data_digest,
+                                                     good.search_hash)
+    executor = _ray_executor(run, workers=1)
+    try:
+        with pytest.raises(WorkerSetupError, match=rf"worker {socket.gethostname()}:\d+ .* service 'host' .* fingerprint"):
+            executor.start(worker)
+    finally:
+        executor.close()
