@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.codenn-installed
 
-.PHONY: demo test test-all lint bench bench-runtime bench-search bench-serving bench-faults bench-coverage experiments venv clean
+.PHONY: demo test test-all lint bench bench-runtime bench-search bench-search-scale bench-serving bench-faults bench-coverage experiments venv clean
 
 venv: $(STAMP)
 
@@ -25,7 +25,9 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
+# every test, the slow, GPU and Ray ones included (installs the optional extra codenn[ray])
 test-all: $(STAMP)
+	$(PY) -m pip install --disable-pip-version-check -q -e '.[dev,ray]'
 	$(PY) -m pytest -q -m ""
 
 # bench-runtime and bench-serving: minutes; bench-search: about an hour on 2 CPU cores (exhaustive search).
@@ -36,6 +38,12 @@ bench-runtime: $(STAMP)
 
 bench-search: $(STAMP)
 	$(PY) benchmarks/search_cost.py
+
+# The exhaustive search in-process vs on a local Ray cluster (2 workers), then a simulated schedule:
+# about 40 minutes on 2 CPU cores; ARGS="--limit 12 --epochs 1" for a short run.
+bench-search-scale: $(STAMP)
+	$(PY) -m pip install --disable-pip-version-check -q -e '.[dev,ray]'
+	$(PY) benchmarks/search_scale.py $(ARGS)
 
 bench-serving: $(STAMP)
 	$(PY) benchmarks/serving.py

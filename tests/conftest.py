@@ -33,3 +33,43 @@ def plugins() -> Plugins:
 def bare_plugins() -> Plugins:
     """A plugin manager with the hookspecs only: register throwaway plugins on it."""
     return create_plugins(load_entry_points=False)
+
+
+SMALL_SEARCH_TOML = """
+[local]
+name = "mnv3"
+model = "mobilenet_v3_small"
+task = "digits"
+size = 32
+epochs = 1
+lr = 2e-3
+
+[[hosts]]
+name = "host"
+model = "mobilenet_v3_small"
+task = "shapes"
+epochs = 1
+lr = 2e-3
+
+[search]
+strategy = "fast"
+
+[train]
+epochs = 2
+ls_samples = 128
+
+[space]
+hin = 1
+hout = 2
+
+[fast]
+screen_keep = 3
+final_keep = 1
+"""
+
+
+@pytest.fixture(scope="session")
+def small_search_toml() -> str:
+    """A search configuration small enough for tests: MobileNetV3-small base models trained one
+    epoch at 32x32, a path space cut to hin=1, hout=2, two epochs per path."""
+    return SMALL_SEARCH_TOML

@@ -11,38 +11,6 @@ from codenn.cli import cli
 from codenn.config import RunConfig, from_dict, load
 from codenn.errors import ConfigError
 
-SMALL = """
-[local]
-name = "mnv3"
-model = "mobilenet_v3_small"
-task = "digits"
-size = 32
-epochs = 1
-lr = 2e-3
-
-[[hosts]]
-name = "host"
-model = "mobilenet_v3_small"
-task = "shapes"
-epochs = 1
-lr = 2e-3
-
-[search]
-strategy = "fast"
-
-[train]
-epochs = 2
-ls_samples = 128
-
-[space]
-hin = 1
-hout = 2
-
-[fast]
-screen_keep = 3
-final_keep = 1
-"""
-
 
 @pytest.fixture
 def runner(tmp_path, monkeypatch) -> CliRunner:
@@ -88,9 +56,9 @@ def test_bad_input_is_a_one_line_error(runner, tmp_path) -> None:
     assert res.exit_code == 1 and "also set task" in res.output
 
 
-def test_config_round_trip_and_errors(tmp_path) -> None:
+def test_config_round_trip_and_errors(tmp_path, small_search_toml) -> None:
     cfg = tmp_path / "c.toml"
-    cfg.write_text(SMALL)
+    cfg.write_text(small_search_toml)
     run = load(cfg)
     assert run.local.name == "mnv3" and run.hosts[0].base.task == "shapes"
     assert run.search.space.hin == 1 and run.search.fast.screen_keep == 3
@@ -103,9 +71,9 @@ def test_config_round_trip_and_errors(tmp_path) -> None:
         load(cfg)
 
 
-def test_search_train_evaluate_end_to_end(runner, tmp_path) -> None:
+def test_search_train_evaluate_end_to_end(runner, tmp_path, small_search_toml) -> None:
     cfg = tmp_path / "small.toml"
-    cfg.write_text(SMALL)
+    cfg.write_text(small_search_toml)
     res = runner.invoke(cli, ["search", "--config", str(cfg), "--out", "run", "--quiet"])
     assert res.exit_code == 0, res.output
     assert "selected:" in res.output and "decision:" in res.output and "L_A =" in res.output

@@ -108,6 +108,7 @@ def test_replica_app_is_the_host_app(segment) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.ray
 def test_two_replicas_answer_like_the_segment(running, segment) -> None:
     import httpx
 
@@ -142,6 +143,7 @@ def test_two_replicas_answer_like_the_segment(running, segment) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.ray
 def test_same_http_contract(running, segment) -> None:
     x = segment.input_spec.example(batch=1)
     with HttpTransport(running.url, token="wrong-token-xyz") as tr:
@@ -162,6 +164,7 @@ def test_same_http_contract(running, segment) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.ray
 def test_one_replica_trains_like_in_process(running, segment, tmp_path) -> None:
     """With one replica, split training goes through Ray as through serve-host (same update),
     and the replica writes the trained links to save_dir when the app is deleted."""

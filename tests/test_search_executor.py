@@ -11,9 +11,15 @@ import math
 import os
 import signal
 import socket
+import sys
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path as FsPath
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 
 import pytest
 import torch
@@ -31,15 +37,15 @@ from codenn.plugins import create_plugins
 from codenn.scenario import Scenario, scenario_from_config
 from codenn.search import Search, SearchResult
 
-SMALL = {
-    "local": {"name": "mnv3", "model": "mobilenet_v3_small", "task": "digits", "size": 32, "epochs": 1, "lr": 2e-3},
-    "hosts": [{"name": "host", "model": "mobilenet_v3_small", "task": "shapes", "epochs": 1, "lr": 2e-3}],
-    "search": {"strategy": "fast"},
-    "train": {"epochs": 3, "ls_samples": 128, "progress": False},
-    "space": {"hin": 1, "hout": 2},
-    "fast": {"screen_keep": 4, "final_keep": 1, "keep_cross": 1},
-    "cost": {"objective": "compute_only"},
-}
+
+def small_run(toml_text: str) -> RunConfig:
+    """conftest's small search, with three epochs per path, a wider screen and an objective
+    without profiled times."""
+    data = tomllib.loads(toml_text)
+    data["train"].update(epochs=3, progress=False)
+    data["fast"].update(screen_keep=4, keep_cross=1)
+    data["cost"] = {"objective": "compute_only"}
+    return from_dict(data)
 
 
 class ComputeOnly:
@@ -55,12 +61,12 @@ PLUGINS = create_plugins(extra=[ComputeOnly()])
 
 
 @pytest.fixture(scope="module")
-def small(tmp_path_factory) -> Iterator[tuple[RunConfig, Scenario]]:
+def small(tmp_path_factory, small_search_toml) -> Iterator[tuple[RunConfig, Scenario]]:
     """The small scenario's base models, trained once into a module-wide cache."""
     cache = tmp_path_factory.mktemp("cache")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CODENN_CACHE", str(cache))
-        run = from_dict(SMALL)
+        run = small_run(small_search_toml)
         yield run, scenario_from_config(run, log=lambda m: None)
 
 
@@ -280,3 +286,20 @@ def test_ray_workers_refuse_other_weights_and_name_their_host(small, tmp_path) -
             executor.start(worker)
     finally:
         executor.close()
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_cli_search_on_ray_then_resumed_in_process(small, tmp_path, monkeypatch, small_search_toml) -> None:
+    pytest.importorskip("ray")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "small.toml").write_text(small_search_toml + '[executor]\nname = "ray"\nworkers = 2\n')
+    runner = CliRunner()
+    res = runner.invoke(cli, ["search", "--config", "small.toml", "--out", "run", "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert "2 Ray worker(s) ready on a local cluster" in res.output and "selected:" in res.output
+    rows = (tmp_path / "run" / "results.jsonl").read_text().splitlines()
+    again = runner.invoke(cli, ["search", "--config", "small.toml", "--out", "run", "--quiet", "--executor", "inprocess"])
+    assert again.exit_code == 0 and f"{len(rows)} paths already final" in again.output
+    res = runner.invoke(cli, ["search", "--config", "small.toml", "--out", "other", "--quiet", "--address", "127.0.0.1:9"])
+    assert res.exit_code == 1 and "no Ray cluster answers at '127.0.0.1:9'" in res.output and "Traceback" not in res.output

@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import socket
+import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -110,9 +111,12 @@ class RayExecutor:
         self.retried: list[str] = []
         self._owns_ray = False
         self._ray: Any = None
+        self.setup_seconds = 0.0
+        """Cluster start (or connection) and every worker's set-up, in seconds."""
 
     # -- life cycle ---------------------------------------------------------------------------
     def start(self, worker: PathWorker) -> None:
+        t0 = time.perf_counter()
         ray = import_ray("codenn search --executor ray")
         self._ray = ray
         if self.address:
@@ -137,6 +141,7 @@ class RayExecutor:
             if info["error"]:
                 raise WorkerSetupError(f"worker {info['worker']} of the Ray cluster {self._where()} cannot search: "
                                        f"{info['error']}")
+        self.setup_seconds = time.perf_counter() - t0
         self.log(f"  {count} Ray worker(s) ready on {self._where()} ({self.threads} thread(s) each)")
 
     def _where(self) -> str:
@@ -180,6 +185,8 @@ class RayExecutor:
 
     # -- jobs ---------------------------------------------------------------------------------
     def map(self, jobs: Sequence[PathJob]) -> Iterator[PathJobResult]:
+        if not jobs:
+            return
         ray = self._ray
         if ray is None or not self.actors:
             raise ConfigError("the Ray executor was not started (Search.run starts it)")

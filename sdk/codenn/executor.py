@@ -32,9 +32,9 @@ class InProcessExecutor:
         self.worker = worker
 
     def map(self, jobs: Sequence[PathJob]) -> Iterator[PathJobResult]:
-        if self.worker is None:
-            raise ConfigError("the in-process executor was not started (Search.run starts it)")
         for job in jobs:
+            if self.worker is None:
+                raise ConfigError("the in-process executor was not started (Search.run starts it)")
             yield self.worker.run(job)
 
     def close(self) -> None:

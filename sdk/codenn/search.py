@@ -109,6 +109,8 @@ class Search:
     ) -> None:
         self.config = config or SearchConfig()
         self.executor: Executor = executor or InProcessExecutor()
+        self.job_seconds: dict[str, float] = {}
+        """Seconds each path's jobs took on their workers (what a scheduler for more workers needs)."""
         self.local, self.hosts = local, list(hosts)
         self.services: dict[str, Service] = {local.name: local, **{h.name: h for h in self.hosts}}
         if len(self.services) != len(self.hosts) + 1:
@@ -204,6 +206,7 @@ class Search:
         if changed:
             raise FrozenParameterError(f"worker {res.worker} trained path {res.spec} over services {changed} whose "
                                        "fingerprints differ from the search's")
+        self.job_seconds[res.spec] = self.job_seconds.get(res.spec, 0.0) + res.seconds
         cand.state, cand.epochs, cand.train_samples = res.state, res.epochs, res.train_samples
         cand.ls_initialised = list(res.ls_initialised)
         if res.ls_accuracy is not None:
@@ -319,7 +322,8 @@ class Search:
         todo = [s for s in paths if str(s.resolve({n: v.num_blocks for n, v in self.services.items()})) not in self.resumed]
         self.log(f"{cfg.strategy} search over {len(paths)} paths ({len(todo)} to do); original val accuracy "
                  f"L_A = {self.l_a:.3f}, cost {original.cost:.4f}")
-        self.executor.start(self.worker)
+        if todo:  # a finished run resumed: no worker to start
+            self.executor.start(self.worker)
         try:
             if cfg.strategy == "exhaustive":
                 self._exhaustive(todo)
