@@ -28,7 +28,7 @@ from torch.utils.data import TensorDataset
 from codenn import synthetic
 from codenn.data import Splits, image_folder, split_dataset, tensors, torchvision_dataset
 from codenn.errors import ConfigError, MissingWeightsError
-from codenn.fileio import atomic_json
+from codenn.fileio import atomic_json, atomic_write
 from codenn.models import load_model, save_safetensors
 from codenn.service import Service
 
@@ -195,11 +195,31 @@ def cached_files(spec: BaseModelSpec) -> tuple[Path, Path]:
     return folder / f"{stem}.safetensors", folder / f"{stem}.json"
 
 
-def cached_base_model(spec: BaseModelSpec, *, log: Callable[[str], None] = print) -> tuple[nn.Module, dict[str, object]]:
-    """The cached base model for ``spec``, never trained here: a worker of a distributed search
-    must search the weights the search started with, not train its own."""
+BUNDLED_DIR = Path(__file__).parent / "bundled"
+"""Base weights shipped with codenn, made by ``benchmarks/bundle_weights.py``: the default host's
+(MobileNetV2 on letters, 9 MB), so that a first ``make demo`` trains only the local model."""
+
+
+def _cached(spec: BaseModelSpec, log: Callable[[str], None]) -> bool:
+    """Whether ``spec``'s weights are in the cache, copying the bundled ones there first if
+    codenn ships them."""
     weights, meta_file = cached_files(spec)
-    if not (weights.is_file() and meta_file.is_file()):
+    if weights.is_file() and meta_file.is_file():
+        return True
+    bundled, bundled_meta = BUNDLED_DIR / weights.name, BUNDLED_DIR / meta_file.name
+    if not (bundled.is_file() and bundled_meta.is_file()):
+        return False
+    log(f"base model {spec.model} on {spec.task}: the weights codenn ships ({bundled.name}), copied to {weights.parent}")
+    atomic_write(weights, bundled.read_bytes())
+    atomic_write(meta_file, bundled_meta.read_bytes())
+    return True
+
+
+def cached_base_model(spec: BaseModelSpec, *, log: Callable[[str], None] = print) -> tuple[nn.Module, dict[str, object]]:
+    """The cached (or bundled) base model for ``spec``, never trained here: a worker of a
+    distributed search must search the weights the search started with, not train its own."""
+    weights, meta_file = cached_files(spec)
+    if not _cached(spec, log):
         raise MissingWeightsError(
             f"no cached weights for base model {spec.model!r} on {spec.task!r} on host {socket.gethostname()!r}: "
             f"expected {weights} (and {meta_file.name}); copy them from the machine that trained them, or run "
@@ -208,20 +228,29 @@ def cached_base_model(spec: BaseModelSpec, *, log: Callable[[str], None] = print
 
 
 def base_model(spec: BaseModelSpec, *, log: Callable[[str], None] = print) -> tuple[nn.Module, dict[str, object]]:
-    """Load the cached base model for ``spec``, training and caching it on first use."""
-    splits = task_splits(spec.task, spec.size, spec.seed)
+    """Load the cached base model for ``spec`` (or the bundled one), training and caching it on
+    first use."""
     weights, meta_file = cached_files(spec)
-    folder = weights.parent
-    if weights.is_file() and meta_file.is_file():
-        model = load_model(spec.model, weights=weights, num_classes=splits.num_classes)
-        return model, json.loads(meta_file.read_text())
+    if _cached(spec, log):
+        meta = json.loads(meta_file.read_text())
+        classes = meta.get("num_classes") or task_splits(spec.task, spec.size, spec.seed).num_classes
+        model = load_model(spec.model, weights=weights, num_classes=int(classes))
+        return model, meta
+    log(f"training base model {spec.model} on {spec.task} (cached in {weights.parent})")
+    return train_base_model(spec, weights, meta_file, log=log)
+
+
+def train_base_model(spec: BaseModelSpec, weights: Path, meta_file: Path, *, log: Callable[[str], None] = print
+                     ) -> tuple[nn.Module, dict[str, object]]:
+    """Train ``spec``'s base model and write its weights and training record (the cache, or the
+    bundle ``benchmarks/bundle_weights.py`` makes)."""
+    splits = task_splits(spec.task, spec.size, spec.seed)
     torch.manual_seed(spec.seed)
     if spec.weights is None:
         model = load_model(spec.model, num_classes=splits.num_classes)
     else:
         model = load_model(spec.model, weights=spec.weights)
         replace_head(model, splits.num_classes)
-    log(f"training base model {spec.model} on {spec.task} (cached in {folder})")
     t0 = time.perf_counter()
     fit = _fit(model, splits, spec, log)
     meta = {"spec": asdict(spec), **fit, "train_seconds": round(time.perf_counter() - t0, 1),
