@@ -1344,9 +1344,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         with serving.server(host_args, 1, tmp / "host-d.log", port_d) as proc_d:
             fake = FakeHost(f"http://127.0.0.1:{port_d}")
             try:
+                # eq. (1) with the paper's coefficients prefers the original model to this cross path on
+                # the default scenario (issue 13), and then no request would meet the fake host: local
+                # compute is made expensive so that every request is routed to it
+                (tmp / "offload.toml").write_text("[cost]\nd_l = 1000.0\n")
                 local_args = ["serve", "--run", str(run_dir), "--token-file", str(tmp / "clients.json"), "--spec", cross,
                               "--remote", f"{host_name}={fake.url}", "--host-token-file", str(tmp / "hosts.json"),
-                              "--timeout", str(args.host_timeout), "--retry-after", "0"]
+                              "--timeout", str(args.host_timeout), "--retry-after", "0",
+                              "--config", str(tmp / "offload.toml")]
                 with serving.server(local_args, 0, tmp / "local.log", port_l) as proc_l:
                     send, close = http_sender(f"http://127.0.0.1:{port_l}/v2/models/{local_name}/infer", CLIENT_TOKEN,
                                               x_test)

@@ -73,6 +73,7 @@ def test_oip_round_trip(binary: bool) -> None:
     (b'{"inputs": [{"name": "input", "shape": [2], "datatype": "FP99", "data": [1, 2]}]}', None, 422, "datatype"),
     (b'{"inputs": [{"name": "input", "shape": [3], "datatype": "FP32", "data": [1, 2]}]}', None, 422, "needs 3 values"),
     (b'{"inputs": [{"name": "input", "shape": [2], "datatype": "FP32", "data": ["a", {}]}]}', None, 422, "not a"),
+    (b'{"inputs": [{"name": "input", "shape": [2], "datatype": "FP32", "data": [1e39, 2]}]}', None, 422, "overflow"),
     (b'{"inputs": 5}', None, 422, "InferRequestHeader"),
     (b'{"inputs": [{"name": "input", "shape": [2], "datatype": "FP32",'
      b' "parameters": {"binary_data_size": 8}}]}' + b"\0" * 4, "head", 422, "only 4 follow"),

@@ -203,8 +203,9 @@ def _tensor(entry: TensorHeader, rest: bytes, offset: int) -> tuple[torch.Tensor
     if entry.data is None:
         raise ProtocolError(f"tensor {entry.name!r} has neither JSON data nor parameters.binary_data_size")
     try:
-        arr = np.asarray(entry.data, dtype=np_dtype)
-    except (ValueError, TypeError, OverflowError, RecursionError) as exc:
+        with np.errstate(over="raise"):  # 1e39 as FP32 is an error here, not a warning and an inf
+            arr = np.asarray(entry.data, dtype=np_dtype)
+    except (ValueError, TypeError, OverflowError, RecursionError, FloatingPointError) as exc:
         raise ProtocolError(f"tensor {entry.name!r}: data is not a (nested) list of {entry.datatype} numbers: {exc}") \
             from None
     if arr.size != count:
