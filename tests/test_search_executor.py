@@ -5,6 +5,7 @@ included."""
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
 import json
 import math
@@ -83,11 +84,8 @@ class RebuiltWorkerExecutor:
         self.jobs_seen = 0
 
     def start(self, worker: PathWorker) -> None:
-        sc = scenario_from_config(dataclasses.replace(self.run, search=worker.config), log=lambda m: None,
-                                  train_missing=False)
-        self.worker = PathWorker({s.name: s for s in (sc.local, *sc.hosts)}, sc.splits, worker.config,
-                                 local=sc.local.name, name="rebuilt")
-        assert self.worker is not worker and self.worker.services[sc.local.name] is not worker.services[sc.local.name]
+        self.worker = PathWorker.from_run(dataclasses.replace(self.run, search=worker.config), name="rebuilt")
+        assert all(self.worker.services[n] is not s for n, s in worker.services.items())
         self.worker.check(worker.expectations())
 
     def map(self, jobs: Sequence[PathJob]) -> Iterator[PathJobResult]:
@@ -180,7 +178,7 @@ def test_a_worker_refuses_other_weights_other_data_and_missing_weights(small, tm
     monkeypatch.setenv("CODENN_CACHE", str(tmp_path / "empty"))
     with pytest.raises(MissingWeightsError, match=rf"no cached weights for base model 'mobilenet_v3_small' on 'digits' on host "
                                                   rf"'{socket.gethostname()}': expected .*empty/base/.*safetensors"):
-        scenario_from_config(run, log=lambda m: None, train_missing=False)
+        PathWorker.from_run(run)
 
 
 def test_a_job_state_round_trips_exactly(small, one_torch_thread) -> None:
@@ -227,6 +225,18 @@ def test_executor_choice_and_cluster_errors_are_clear(tmp_path, monkeypatch) -> 
     res = CliRunner().invoke(cli, ["search", "--executor", "nope", "--quiet"])
     assert res.exit_code == 1 and "unknown executor 'nope'" in res.output and "Traceback" not in res.output
     assert not (tmp_path / "cache").exists()  # refused before any base model was trained
+    # without Ray installed: the install line, also before any base model is trained
+    real = builtins.__import__
+
+    def no_ray(name, *args, **kwargs):
+        if name == "ray" or name.startswith("ray."):
+            raise ImportError("No module named 'ray'")
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_ray)
+    res = CliRunner().invoke(cli, ["search", "--executor", "ray", "--quiet"])
+    assert res.exit_code == 1 and "codenn search --executor ray needs Ray: pip install 'codenn[ray]'" in res.output
+    assert not (tmp_path / "cache").exists()
 
 
 # -- Ray (pip install 'codenn[ray]'; pytest -m ray, or make test-all) -------------------------------

@@ -74,15 +74,10 @@ class SearchWorkerActor:
     def __init__(self, run: dict[str, Any], expected: WorkerExpectations, threads: int) -> None:
         import torch
 
-        from codenn.scenario import scenario_from_config
-
         torch.set_num_threads(threads)
         self.where = worker_name()
-        cfg = from_dict(run)
         try:
-            scenario = scenario_from_config(cfg, log=lambda _m: None, train_missing=False)
-            self.worker = PathWorker({s.name: s for s in (scenario.local, *scenario.hosts)}, scenario.splits, cfg.search,
-                                     local=scenario.local.name, name=self.where)
+            self.worker = PathWorker.from_run(from_dict(run), name=self.where)
             self.worker.check(expected)
             self.error: str | None = None
         except CodennError as exc:  # reported by ready(), so that the driver names this host
@@ -105,20 +100,21 @@ class RayExecutor:
 
     def __init__(self, run: RunConfig, *, address: str | None = None, workers: int | None = None,
                  threads_per_worker: int = 1, retries: int = 2, log: Callable[[str], None] = print) -> None:
+        self._ray: Any = import_ray("codenn search --executor ray")  # before any base model is trained
         self.run_config, self.address, self.workers = run, address, workers
         self.threads, self.retries, self.log = threads_per_worker, retries, log
         self.actors: list[Any] = []
         self.retried: list[str] = []
         self._owns_ray = False
-        self._ray: Any = None
+        self._started = False
         self.setup_seconds = 0.0
         """Cluster start (or connection) and every worker's set-up, in seconds."""
 
     # -- life cycle ---------------------------------------------------------------------------
     def start(self, worker: PathWorker) -> None:
         t0 = time.perf_counter()
-        ray = import_ray("codenn search --executor ray")
-        self._ray = ray
+        ray = self._ray
+        self._started = True
         if self.address:
             check_reachable(self.address)
         if not ray.is_initialized():
@@ -136,6 +132,7 @@ class RayExecutor:
         count = self.workers or max(1, int(ray.cluster_resources().get("CPU", 1)) // self.threads)
         run = dataclasses.replace(self.run_config, search=worker.config).to_dict()
         self._spawn_args = (run, worker.expectations(), self.threads)
+        self._actor_cls = ray.remote(num_cpus=self.threads, max_restarts=0, max_task_retries=0)(SearchWorkerActor)
         self.actors = [self._spawn() for _ in range(count)]
         for info in self._get([a.ready.remote() for a in self.actors], "setting up workers"):
             if info["error"]:
@@ -148,8 +145,7 @@ class RayExecutor:
         return repr(self.address) if self.address else "a local cluster"
 
     def _spawn(self) -> Any:
-        cls = self._ray.remote(num_cpus=self.threads, max_restarts=0, max_task_retries=0)(SearchWorkerActor)
-        return cls.remote(*self._spawn_args)
+        return self._actor_cls.remote(*self._spawn_args)
 
     def _get(self, refs: Any, what: str) -> Any:
         """``ray.get`` with the failures a user can act on turned into errors that say so."""
@@ -167,7 +163,7 @@ class RayExecutor:
 
     def close(self) -> None:
         ray = self._ray
-        if ray is None:
+        if not self._started:
             return
         for actor in self.actors:
             try:
@@ -188,7 +184,7 @@ class RayExecutor:
         if not jobs:
             return
         ray = self._ray
-        if ray is None or not self.actors:
+        if not self.actors:
             raise ConfigError("the Ray executor was not started (Search.run starts it)")
         queue: deque[PathJob] = deque(jobs)
         idle = list(range(len(self.actors)))

@@ -32,7 +32,7 @@ from codenn.service import Service
 from codenn.train import FeatureCache, LinkTrainer, Screener, TrainConfig, accuracy, init_path_links, path_seed
 
 if TYPE_CHECKING:
-    from codenn.config import SearchConfig
+    from codenn.config import RunConfig, SearchConfig
 
 
 @dataclass(frozen=True)
@@ -134,6 +134,16 @@ class PathWorker:
         self._screener: Screener | None = None
         self._digest: str | None = None
 
+    @classmethod
+    def from_run(cls, run: RunConfig, *, name: str | None = None) -> PathWorker:
+        """A worker over the services ``run`` describes, loaded from this machine's model cache
+        (never trained here: :class:`~codenn.errors.MissingWeightsError` names the file), for an
+        executor's remote worker. Call :meth:`check` before its first job."""
+        from codenn.scenario import scenario_from_config
+
+        sc = scenario_from_config(run, log=lambda _m: None, train_missing=False)
+        return cls({s.name: s for s in (sc.local, *sc.hosts)}, sc.splits, run.search, local=sc.local.name, name=name)
+
     # -- checks -------------------------------------------------------------------------------
     @property
     def data_digest(self) -> str:
@@ -171,7 +181,10 @@ class PathWorker:
     def trainer(self, path: Path) -> LinkTrainer:
         teacher = self.caches["train"].get(self.local, self.services[self.local].num_blocks) if self.config.train.distill \
             else None
-        return LinkTrainer(path, self.config.train, self.caches["train"], self.labels["train"], teacher)
+        # the trainer's own before/after hashing is left out: run() checks every service of the
+        # path after every job against the fingerprints taken when this worker was set up
+        return LinkTrainer(path, self.config.train, self.caches["train"], self.labels["train"], teacher,
+                           check_frozen=False)
 
     def accuracy(self, path: Path, part: str) -> float:
         return accuracy(path, self.caches[part], self.labels[part], device=str(self.device))
