@@ -73,3 +73,18 @@ def small_search_toml() -> str:
     """A search configuration small enough for tests: MobileNetV3-small base models trained one
     epoch at 32x32, a path space cut to hin=1, hout=2, two epochs per path."""
     return SMALL_SEARCH_TOML
+
+
+@pytest.fixture
+def without_ray(monkeypatch) -> None:
+    """Every ``import ray`` fails from here on in the test, as on a machine without the extra."""
+    import builtins
+
+    real = builtins.__import__
+
+    def no_ray(name: str, *args: object, **kwargs: object) -> object:
+        if name == "ray" or name.startswith("ray."):
+            raise ImportError("No module named 'ray'")
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_ray)

@@ -31,19 +31,9 @@ def test_segment_copies_drop_the_lock_and_pending_graphs() -> None:
     torch.testing.assert_close(twin.infer(x)[0], seg.infer(x)[0])
 
 
-def test_missing_ray_names_the_extra(segment, monkeypatch) -> None:
-    import builtins
-
+def test_missing_ray_names_the_extra(segment, without_ray) -> None:
     from codenn_adapters import ray_host
 
-    real = builtins.__import__
-
-    def no_ray(name, *args, **kwargs):
-        if name == "ray" or name.startswith("ray."):
-            raise ImportError("No module named 'ray'")
-        return real(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_ray)
     with pytest.raises(ray_host.RayMissingError, match=r"pip install 'codenn\[ray\]'"):
         ray_host.host_application([segment], tokens=TOKENS)
 

@@ -5,7 +5,6 @@ included."""
 
 from __future__ import annotations
 
-import builtins
 import dataclasses
 import json
 import math
@@ -200,7 +199,7 @@ def test_a_job_state_round_trips_exactly(small, one_torch_thread) -> None:
         PathJob(spec, screen=True, epochs=1)
 
 
-def test_executor_choice_and_cluster_errors_are_clear(tmp_path, monkeypatch) -> None:
+def test_executor_choice_and_cluster_errors_are_clear(tmp_path, monkeypatch, request) -> None:
     assert isinstance(executor_for(RunConfig()), InProcessExecutor)
     run = from_dict({"executor": {"name": "nope"}})
     with pytest.raises(Exception, match=r"unknown executor 'nope'; valid: 'inprocess', 'ray'"):
@@ -226,14 +225,7 @@ def test_executor_choice_and_cluster_errors_are_clear(tmp_path, monkeypatch) -> 
     assert res.exit_code == 1 and "unknown executor 'nope'" in res.output and "Traceback" not in res.output
     assert not (tmp_path / "cache").exists()  # refused before any base model was trained
     # without Ray installed: the install line, also before any base model is trained
-    real = builtins.__import__
-
-    def no_ray(name, *args, **kwargs):
-        if name == "ray" or name.startswith("ray."):
-            raise ImportError("No module named 'ray'")
-        return real(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_ray)
+    request.getfixturevalue("without_ray")
     res = CliRunner().invoke(cli, ["search", "--executor", "ray", "--quiet"])
     assert res.exit_code == 1 and "codenn search --executor ray needs Ray: pip install 'codenn[ray]'" in res.output
     assert not (tmp_path / "cache").exists()
