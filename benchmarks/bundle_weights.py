@@ -1,7 +1,7 @@
 """Train the base weights codenn ships in ``sdk/codenn/bundled/`` (the default host's), within the
 size budget issue 13 allows, so that a first ``make demo`` does not spend six minutes training
 the host on two cores. The training code is the one a cache miss runs
-(:func:`codenn.scenario.train_base_model`); only where the files go differs.
+(:func:`codenn.train.scenario.train_base_model`); only where the files go differs.
 
     python benchmarks/bundle_weights.py [--out sdk/codenn/bundled] [--budget-mb 10]
 """
@@ -12,8 +12,9 @@ import argparse
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from codenn.config.base_model import DEFAULT_HOST, BaseModelSpec
 from codenn.errors import ConfigError
-from codenn.scenario import DEFAULT_HOST, BaseModelSpec, cached_files, train_base_model
+from codenn.train.base_models import cached_files, train_base_model
 
 BUNDLED = (DEFAULT_HOST,)
 """What codenn ships: the default host (9.2 MB). The default local model (13 MB) is trained on

@@ -34,7 +34,7 @@ import re
 import tempfile
 import time
 import traceback
-from pathlib import Path as FsPath
+from pathlib import Path
 from typing import Any
 
 import timm
@@ -43,12 +43,12 @@ import torchvision
 from torch import nn
 
 from codenn import Service
+from codenn.contracts.plugins import get_plugins
 from codenn.errors import SplitError
 from codenn.fileio import atomic_write
-from codenn.plugins import get_plugins
 from codenn.testing import RECOMPOSITION_TOLERANCE, recomposition_error
 
-ROOT = FsPath(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "coverage.json"
 DOC = ROOT / "docs" / "coverage.md"
 #: name fragments of small variants, smallest first: candidates are ranked by them
@@ -209,7 +209,7 @@ def measure(source: str, family: str, name: str, export: str, reduce_to: int) ->
 
 def _export(service: Service, exporter: str) -> dict[str, Any]:
     """The skip path of the first and the last block, exported with its checks."""
-    from codenn.paths import Path
+    from codenn.paths.composed import ComposedPath
     from codenn_adapters.onnx_export import export_path
 
     n = service.num_blocks
@@ -217,7 +217,7 @@ def _export(service: Service, exporter: str) -> dict[str, Any]:
         return {"ok": None, "why": f"{n} blocks: a skip path needs at least 3"}
     ends = (service.boundaries[0].layout, service.boundaries[n - 2].layout)
     link = "paper" if all(lay in PAPER_LAYOUTS for lay in ends) else "linear"
-    path = Path(f"{service.name}[:1] > {service.name}[{n - 1}:]", [service], link=link)
+    path = ComposedPath(f"{service.name}[:1] > {service.name}[{n - 1}:]", [service], link=link)
     first = ""
     with tempfile.TemporaryDirectory() as tmp:
         try:
@@ -406,7 +406,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.render:
-        data = json.loads(FsPath(args.out).read_text())
+        data = json.loads(Path(args.out).read_text())
         atomic_write(args.doc, markdown(data["summary"], data["rows"]).encode())
         return
     get_plugins()  # loaded once here; every forked child inherits it
@@ -441,7 +441,7 @@ def main() -> None:
                "versions": {"torch": torch.__version__, "timm": timm.__version__,
                             "torchvision": torchvision.__version__}}
     if args.merge:  # the earlier full run, these families measured again
-        data = json.loads(FsPath(args.out).read_text())
+        data = json.loads(Path(args.out).read_text())
         fresh = {(r["source"], r["family"]): r for r in rows}
         again = sorted(f"{source}:{family}" for source, family in fresh)
         rows = [fresh.pop((r["source"], r["family"]), r) for r in data["rows"]] + list(fresh.values())

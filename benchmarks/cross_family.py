@@ -19,7 +19,7 @@ import sys
 import tempfile
 import time
 from dataclasses import replace
-from pathlib import Path as FsPath
+from pathlib import Path
 from typing import Any
 
 import timm
@@ -27,15 +27,20 @@ import torch
 import torch.nn.functional as F
 
 from codenn import Service
-from codenn.config import RunConfig
-from codenn.data import tensors
+from codenn.config.run import RunConfig
 from codenn.fileio import atomic_json
-from codenn.paths import Path
-from codenn.scenario import evaluate_model, scenario_from_config, task_splits
-from codenn.train import FeatureCache, LinkTrainer, accuracy, init_path_links
+from codenn.model.service import services_by_name
+from codenn.paths.composed import ComposedPath
+from codenn.train.base_models import evaluate_model
+from codenn.train.data import tensors
+from codenn.train.features import FeatureCache
+from codenn.train.lstsq import init_path_links
+from codenn.train.scenario import scenario_from_config
+from codenn.train.tasks import task_splits
+from codenn.train.trainer import LinkTrainer, accuracy
 from codenn_adapters.onnx_export import export_path
 
-RESULTS = FsPath(__file__).resolve().parent / "results" / "cross_family.json"
+RESULTS = Path(__file__).resolve().parent / "results" / "cross_family.json"
 
 
 def vit_host(task: str, size: int, epochs: int, seed: int = 0) -> tuple[torch.nn.Module, float]:
@@ -74,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     random_vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=size, patch_size=8)
     hosts = {"vit": Service("vit", trained, input_shape=(3, size, size)),
              "vit_random": Service("vit_random", random_vit, input_shape=(3, size, size))}
-    services = {local.name: local, **hosts}
+    services = services_by_name([local, *hosts.values()])
     data = {part: tensors(getattr(splits, part)) for part in ("train", "val", "test")}
     caches = {part: FeatureCache(services, x) for part, (x, _) in data.items()}
     cfg = run.search.train
@@ -85,10 +90,10 @@ def main(argv: list[str] | None = None) -> int:
         "cross, random ViT": f"{local.name}[:2] > vit_random[1:4] > {local.name}[5:]",
     }
     rows: list[dict[str, Any]] = []
-    paths: dict[str, Path] = {}
+    paths: dict[str, ComposedPath] = {}
     for label, spec in specs.items():
         torch.manual_seed(0)
-        path = Path(spec, services, link="linear")
+        path = ComposedPath(spec, services, link="linear")
         t0 = time.perf_counter()
         ls = init_path_links(path, caches["train"], cfg.ls_samples, cfg.ls_ridge) if path.links else []
         if path.links:
@@ -106,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     for s in services.values():
         s.verify_frozen()
     with tempfile.TemporaryDirectory() as tmp:
-        result = export_path(paths["cross, trained ViT"].eval(), FsPath(tmp) / "onnx", real_inputs=data["test"][0][:8],
+        result = export_path(paths["cross, trained ViT"].eval(), Path(tmp) / "onnx", real_inputs=data["test"][0][:8],
                              log=lambda m: None)
     parity = max(p.rel for p in result.parity)
     print("\n| path | spec | val acc | test acc | local GFLOPs | host GFLOPs | link params | s |")
@@ -117,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nViT host on shapes: test accuracy {host_acc:.3f} after {args.host_epochs} epochs")
     print(f"export of the trained cross path: {', '.join(f.name for f in result.files)}; worst relative parity "
           f"{parity:.2e}; leak checks: {', '.join(c.file for c in result.leaks)}")
-    atomic_json(FsPath(args.json), {
+    atomic_json(Path(args.json), {
         "rows": rows, "vit_host_test_accuracy": host_acc, "host_epochs": args.host_epochs, "link_epochs": args.epochs,
         "export": {"files": [f.name for f in result.files], "worst_relative_parity": parity,
                    "leak_checked": [c.file for c in result.leaks], "exporter": result.exporter},

@@ -19,7 +19,7 @@ alexnet[6:]`` trained once into ``runs/serving-bench``):
    On host A, which takes valid training steps too, the probe after the run must be 200 and
    finite.
 3. **Kill during split training.** ``serve-host --save-dir DIR --checkpoint-every K``; this
-   process runs :meth:`codenn.split_train.SplitTrainer.fit` (the local side) while a thread
+   process runs :meth:`codenn.remote.split_trainer.SplitTrainer.fit` (the local side) while a thread
    SIGKILLs the host between two checkpoints and restarts it with ``--resume``. Goal: steps lost
    <= K, training finishes, final links finite.
 4. **Malformed host replies.** ``codenn serve`` (the local provider) routes through a fake host
@@ -699,8 +699,8 @@ def pending_memory(target: Target, token: str, pid: int, *, graphs: int, batch: 
 
     import httpx
 
+    from codenn.remote.segment import HostSegment
     from codenn_adapters import oip
-    from codenn_adapters.host_segment import HostSegment
 
     max_pending = int(inspect.signature(HostSegment.__init__).parameters["max_pending"].default)
     before = rss_mib(pid)
@@ -1189,8 +1189,8 @@ def slow_drip(url: str, model: str, token: str, x: torch.Tensor, *, drippers: in
 # =================================================================================================
 def local_service(run_dir: FsPath) -> tuple[Any, Any]:
     """The run's local service and scenario (base models from the cache), as ``codenn serve`` builds them."""
-    from codenn.runstore import RunStore
-    from codenn.scenario import scenario_from_config
+    from codenn.search.store import RunStore
+    from codenn.train.scenario import scenario_from_config
 
     run = RunStore.open(run_dir).run_config()
     return scenario_from_config(run, log=lambda m: None), run
@@ -1233,9 +1233,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     serving = load_serving()
     t_start = time.perf_counter()
     run_dir = FsPath(args.run)
-    from codenn.data import tensors
-    from codenn.pathspec import PathSpec
-    from codenn.runstore import RunStore, slug
+    from codenn.paths.spec import PathSpec, slug
+    from codenn.search.store import RunStore
+    from codenn.train.data import tensors
 
     x_test, _ = serving.prepare_run(run_dir, serving.CROSS, 3)
     store = RunStore.open(run_dir)
@@ -1301,9 +1301,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         report["fuzz"]["logged_exceptions_B"] = log_exceptions(tmp / "host-b.log")
 
         # -- part 3: kill during split training -------------------------------------------------------
-        from codenn.split_train import SplitTrainer
-        from codenn.train import FeatureCache
-        from codenn_adapters.host_server import checkpoint_file
+        from codenn.remote.host import checkpoint_file
+        from codenn.remote.split_trainer import SplitTrainer
+        from codenn.train.features import FeatureCache
         from codenn_adapters.transports import HttpTransport
 
         save_dir = tmp / "host-save"

@@ -28,21 +28,21 @@ import platform
 import tempfile
 import time
 from dataclasses import dataclass, field
-from pathlib import Path as FsPath
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from codenn.config import RunConfig
+from codenn.config.run import RunConfig
 from codenn.errors import CodennError
 from codenn.fileio import atomic_write
-from codenn.paths import Path
-from codenn.pathspec import PathSpec
-from codenn.runstore import RunStore
-from codenn.scenario import scenario_from_config
-from codenn.service import Service
-from codenn.timing import Samples, sample
+from codenn.model.service import Service
+from codenn.model.timing import Samples, sample
+from codenn.paths.composed import ComposedPath
+from codenn.paths.spec import PathSpec
+from codenn.search.store import RunStore
+from codenn.train.scenario import scenario_from_config
 from codenn_adapters.onnx_export import export_path, path_ops
 from codenn_adapters.runtimes import Timing, make_runtime, sample_runtime, time_runtime
 
@@ -54,7 +54,7 @@ class Case:
     """One model to time: a label, the path, and where its links come from."""
 
     label: str
-    path: Path
+    path: ComposedPath
     links: str
     onnx: str | None = None
     export: dict[str, Any] = field(default_factory=dict)
@@ -63,7 +63,7 @@ class Case:
 # -- what to time ------------------------------------------------------------------------------
 def scenario_cases(run_dir: str, log: Any) -> tuple[list[Case], str]:
     """Trained services of the default scenario and the trained links of its search run."""
-    from codenn.search import Search
+    from codenn.search.strategies import Search
     from codenn_adapters.onnx_export import load_run_path
 
     run = RunConfig()
@@ -76,7 +76,7 @@ def scenario_cases(run_dir: str, log: Any) -> tuple[list[Case], str]:
     store = RunStore.open(run_dir)
     trained = store.trained()
     local = scenario.local.name
-    cases = [Case("original", Path(f"{local}[:]", services), "none")]
+    cases = [Case("original", ComposedPath(f"{local}[:]", services), "none")]
     specs: list[tuple[str, str]] = [("paper Exp. 2 skip (lout=1, lin=4)", _canonical(PAPER_SKIP, services))]
     selected = store.selected_spec()
     if selected:
@@ -94,7 +94,7 @@ def scenario_cases(run_dir: str, log: Any) -> tuple[list[Case], str]:
             cases.append(Case(label, path, f"trained ({run_dir})"))
         else:
             torch.manual_seed(0)
-            cases.append(Case(label, Path(spec, services, link=run.search.link), "untrained (timing only)"))
+            cases.append(Case(label, ComposedPath(spec, services, link=run.search.link), "untrained (timing only)"))
     return cases, f"default scenario, trained (run {run_dir})"
 
 
@@ -111,10 +111,10 @@ def random_cases(size: int, specs: list[str], log: Any, local_model: str | None 
              if h.name != local.name]
     services = [local, *hosts]
     paper_skip = f"{local.name}:{PAPER_SKIP.partition(':')[2]}"
-    cases = [Case("original", Path(f"{local.name}[:]", services), "none"),
-             Case("paper Exp. 2 skip (lout=1, lin=4)", Path(paper_skip, services, link=run.search.link), "random")]
+    cases = [Case("original", ComposedPath(f"{local.name}[:]", services), "none"),
+             Case("paper Exp. 2 skip (lout=1, lin=4)", ComposedPath(paper_skip, services, link=run.search.link), "random")]
     for spec in specs:
-        cases.append(Case(spec, Path(spec, services, link=run.search.link), "random"))
+        cases.append(Case(spec, ComposedPath(spec, services, link=run.search.link), "random"))
     log(f"random-weight services at {size}x{size}: {', '.join(s.name for s in services)}")
     return cases, f"random weights, {size}x{size} (timing only)"
 
@@ -142,7 +142,7 @@ def ort_cuda_available() -> bool:
     return "CUDAExecutionProvider" in ort.get_available_providers()
 
 
-def _inputs(path: Path, batch: int, n: int = 4) -> list[torch.Tensor]:
+def _inputs(path: ComposedPath, batch: int, n: int = 4) -> list[torch.Tensor]:
     spec = path.local.input_spec
     return [spec.example(batch=batch, seed=100 + i) for i in range(n)]
 
@@ -153,7 +153,7 @@ def _repeats(runtime: Any, xs: list[torch.Tensor], wanted: int, budget_s: float)
     return int(max(20, min(wanted, budget_s / per_call)))
 
 
-def parts_sum_ms(runtime_name: str, options: dict[str, Any], path: Path, batch: int, repeats: int,
+def parts_sum_ms(runtime_name: str, options: dict[str, Any], path: ComposedPath, batch: int, repeats: int,
                  budget_s: float) -> float:
     """Sum of each block's and link's own p50 in the same runtime (a torch runtime)."""
     total = 0.0
@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
     cuda = torch.cuda.is_available()
-    out = FsPath(args.out or f"benchmarks/results/runtime-{'gpu' if cuda else 'cpu'}.json")
+    out = Path(args.out or f"benchmarks/results/runtime-{'gpu' if cuda else 'cpu'}.json")
     if args.source == "scenario":
         run_dir = args.run or f"runs/{RunConfig().search.strategy}-{RunConfig().hash()[:8]}"
         cases, source = scenario_cases(run_dir, log)
@@ -236,7 +236,7 @@ def benchmark(cases: list[Case], source: str, *, batches: list[int], repeats: in
     with tempfile.TemporaryDirectory() as tmp:
         for i, case in enumerate(cases):
             case.path.eval()
-            res = export_path(case.path, FsPath(tmp) / f"case{i}")
+            res = export_path(case.path, Path(tmp) / f"case{i}")
             case.onnx = res.path_of("merged")
             case.export = {"worst_rel_error": res.worst().rel, "files": [f.name for f in res.files]}
         # Rounds interleave every case, runtime and batch, so drift (other load, clocks) hits all
@@ -306,7 +306,7 @@ def benchmark(cases: list[Case], source: str, *, batches: list[int], repeats: in
     }
 
 
-def write_report(report: dict[str, Any], out: FsPath) -> None:
+def write_report(report: dict[str, Any], out: Path) -> None:
     """The JSON and its markdown table beside it, each written atomically."""
     table = markdown(report)
     atomic_write(out, (json.dumps(report, indent=2) + "\n").encode())

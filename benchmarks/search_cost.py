@@ -19,9 +19,9 @@ from pathlib import Path
 
 import torch
 
-from codenn.config import RunConfig
-from codenn.scenario import scenario_from_config
-from codenn.search import Search
+from codenn.config.run import RunConfig
+from codenn.search.strategies import Search
+from codenn.train.scenario import scenario_from_config
 
 
 def main() -> None:

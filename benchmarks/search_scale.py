@@ -38,12 +38,12 @@ from typing import Any
 
 import torch
 
-from codenn.config import RunConfig
+from codenn.config.run import RunConfig
 from codenn.fileio import atomic_json
-from codenn.pathspace import PathSpace
-from codenn.rows import PathRow
-from codenn.scenario import Scenario, scenario_from_config
-from codenn.search import Search, SearchResult
+from codenn.paths.rows import PathRow
+from codenn.paths.space import PathSpace
+from codenn.search.strategies import Search, SearchResult
+from codenn.train.scenario import Scenario, scenario_from_config
 
 
 def run_search(run: RunConfig, scenario: Scenario, out: Path, executor: Any, specs: Sequence[str] | None

@@ -51,16 +51,16 @@ from typing import Any
 
 import torch
 
-from codenn.config import RunConfig
-from codenn.data import tensors
+from codenn.config.run import RunConfig
 from codenn.errors import ConfigError
 from codenn.fileio import atomic_write
-from codenn.pathspace import PathSpace
-from codenn.pathspec import PathSpec
-from codenn.rows import PathRow
-from codenn.runstore import RunStore
-from codenn.scenario import scenario_from_config
-from codenn.search import Search
+from codenn.paths.rows import PathRow
+from codenn.paths.space import PathSpace
+from codenn.paths.spec import PathSpec
+from codenn.search.store import RunStore
+from codenn.search.strategies import Search
+from codenn.train.data import tensors
+from codenn.train.scenario import scenario_from_config
 
 CROSS = "alexnet[:2] > mobilenet_v2[3:5] > alexnet[5:]"
 """The default cross path: conv1-conv2 here (their output is 4x4, as MobileNetV2's block 3 takes),

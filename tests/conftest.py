@@ -5,7 +5,7 @@ from collections.abc import Iterator
 import pytest
 import torch
 
-from codenn.plugins import Plugins, create_plugins
+from codenn.contracts.plugins import Plugins, create_plugins
 
 
 @pytest.fixture(autouse=True)

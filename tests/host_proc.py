@@ -15,11 +15,14 @@ import torch
 from safetensors.torch import load_file
 
 from codenn import Service
-from codenn.blocks import BoundarySpec
-from codenn.links import build_link
-from codenn.pathspec import PathSpec
-from codenn_adapters.host_segment import HostSegment
-from codenn_adapters.host_server import create_app, load_tokens, resume_checkpoints, serve
+from codenn.config.server import ServerConfig
+from codenn.model.blocks import BoundarySpec
+from codenn.paths.links import build_link
+from codenn.paths.spec import PathSpec
+from codenn.remote.access import load_access
+from codenn.remote.host import resume_checkpoints
+from codenn.remote.segment import HostSegment
+from codenn_adapters.host_server import create_app, serve
 from tiny import TinyCNN, tiny_plugins
 
 
@@ -42,9 +45,9 @@ def main(folder: str, port: int) -> None:
     save_dir = cfg.get("save_dir")
     if save_dir and cfg.get("resume"):
         resume_checkpoints([seg], save_dir)
-    app = create_app([seg], tokens=load_tokens(root / "tokens.json"), max_bytes=cfg["max_bytes"], save_dir=save_dir,
-                     checkpoint_every=cfg.get("checkpoint_every", 20))
-    serve(app, host="127.0.0.1", port=port, log_level="warning")
+    config = ServerConfig(port=port, max_bytes=cfg["max_bytes"], save_dir=save_dir,
+                          checkpoint_every=cfg.get("checkpoint_every", 20), **cfg.get("server", {}))
+    serve(create_app([seg], tokens=load_access(root / "tokens.json"), config=config), config, log_level="warning")
 
 
 if __name__ == "__main__":

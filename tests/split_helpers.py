@@ -15,15 +15,16 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path as FsPath
+from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
 
-from codenn.data import tensors
-from codenn.paths import Path
-from codenn.train import FeatureCache, TrainConfig
-from codenn_adapters.host_segment import HostSegment
+from codenn.config.train import TrainConfig
+from codenn.paths.composed import ComposedPath
+from codenn.remote.segment import HostSegment
+from codenn.train.data import tensors
+from codenn.train.features import FeatureCache
 from tiny import tiny_scenario
 
 SPEC = "local[:1] > host[1:3] > local[3:]"
@@ -46,11 +47,11 @@ class Tiny:
     def services(self) -> dict[str, object]:
         return {"local": self.local, "host": self.host}
 
-    def path(self, spec: str = SPEC) -> Path:
+    def path(self, spec: str = SPEC) -> ComposedPath:
         torch.manual_seed(7)
-        return Path(spec, self.services, link="conv1x1", plugins=self.plugins)
+        return ComposedPath(spec, self.services, link="conv1x1", plugins=self.plugins)
 
-    def segment(self, path: Path) -> HostSegment:
+    def segment(self, path: ComposedPath) -> HostSegment:
         return HostSegment.from_path(path, lr=LR, weight_decay=WD)
 
     def local_cache(self) -> FeatureCache:
@@ -82,8 +83,9 @@ def free_port() -> int:
 class HostProcess:
     """``tests/host_proc.py`` in a subprocess on 127.0.0.1, serving one segment of ``path``."""
 
-    def __init__(self, t: Tiny, path: Path, folder: FsPath, *, max_bytes: int = 1 << 20,
-                 save_dir: FsPath | None = None, checkpoint_every: int = 20, tokens: dict | None = None) -> None:
+    def __init__(self, t: Tiny, path: ComposedPath, folder: Path, *, max_bytes: int = 1 << 20,
+                 save_dir: Path | None = None, checkpoint_every: int = 20, tokens: dict | None = None,
+                 server: dict | None = None) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         self.t, self.path, self.max_bytes = t, path, max_bytes
         seg = t.segment(path)
@@ -96,6 +98,7 @@ class HostProcess:
             "input_spec": path.link_specs[0][0].to_dict(), "output_spec": path.link_specs[1][1].to_dict(),
             "lr": LR, "weight_decay": WD, "max_bytes": max_bytes,
             "save_dir": None if save_dir is None else str(save_dir), "checkpoint_every": checkpoint_every,
+            "server": server or {},
         }))
         self.name = seg.name
         self.port = free_port()
@@ -104,10 +107,10 @@ class HostProcess:
         self._start()
 
     def _start(self) -> None:
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(FsPath(__file__).parent)}
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parent)}
         self.log = open(self.folder / "server.log", "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, str(FsPath(__file__).parent / "host_proc.py"), str(self.folder), str(self.port)],
+            [sys.executable, str(Path(__file__).parent / "host_proc.py"), str(self.folder), str(self.port)],
             stdout=self.log, stderr=subprocess.STDOUT, env=env)
 
     def kill(self) -> None:
@@ -151,5 +154,5 @@ class HostProcess:
         self.log.close()
 
 
-def clone_links(src: Path, dst: Path) -> None:
+def clone_links(src: ComposedPath, dst: ComposedPath) -> None:
     dst.links.load_state_dict(copy.deepcopy(src.links.state_dict()))

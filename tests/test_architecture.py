@@ -29,7 +29,7 @@ def test_core_imports_no_plugin_and_no_adapter() -> None:
 
 def test_core_import_graph_has_no_cycle() -> None:
     graph = import_graph(core_sources())
-    assert len(graph) > 20 and "codenn.plugins" in graph["codenn.links"]  # the walk found real edges
+    assert len(graph) > 20 and "codenn.contracts.plugins" in graph["codenn.paths.links"]  # the walk found real edges
     assert cycles(graph) == []
 
 

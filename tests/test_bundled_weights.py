@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from codenn import scenario as sc
-from codenn.data import tensors
+from codenn.config.base_model import DEFAULT_HOST
 from codenn.errors import ConfigError
-from codenn.scenario import DEFAULT_HOST, evaluate_model, task_splits
+from codenn.train import base_models as sc
+from codenn.train.base_models import evaluate_model
+from codenn.train.data import tensors
+from codenn.train.tasks import task_splits
 
 ROOT = Path(__file__).parents[1]
 

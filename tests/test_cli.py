@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from codenn.cli import cli
-from codenn.config import RunConfig, from_dict, load
+from codenn.config.run import RunConfig, from_dict, load
 from codenn.errors import ConfigError
 
 

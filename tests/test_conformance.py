@@ -12,8 +12,8 @@ import torchvision
 from torch import nn
 
 from codenn import BoundarySpec, ConfigError, Service, ServiceCard, SplitError
-from codenn.plugins import create_plugins
-from codenn.splitters import find_splitter
+from codenn.contracts.plugins import create_plugins
+from codenn.contracts.splitters import find_splitter
 from codenn.testing import (
     check_boundary_specs,
     check_link_factory,
@@ -93,7 +93,7 @@ def test_service_card_is_public_and_round_trips(plugins) -> None:
 
 
 def test_service_from_local_safetensors(tmp_path, plugins) -> None:
-    from codenn.models import save_safetensors
+    from codenn.model.loading import save_safetensors
 
     trained = torchvision.models.resnet18(num_classes=4)
     path = save_safetensors(trained, tmp_path / "weights" / "resnet18.safetensors")

@@ -7,10 +7,11 @@ import threading
 import pytest
 import torch
 
-from codenn.coordinator import Coordinator, Route, RouteInfo, RoutingConfig
-from codenn.cost import CostModel
+from codenn.config.cost import CostModel
+from codenn.config.routing import RoutingConfig
 from codenn.errors import BoundaryMismatchError, ConfigError
-from codenn.paths import Path
+from codenn.paths.composed import ComposedPath
+from codenn.remote.coordinator import Coordinator, Route, RouteInfo
 from codenn_adapters.transports import InProcessTransport
 from split_helpers import SPEC, tiny
 
@@ -22,7 +23,7 @@ def setup():
     t = tiny()
     cross = t.path(SPEC).eval()
     transport = InProcessTransport([t.segment(cross)])
-    original = Path("local[:]", t.services)
+    original = ComposedPath("local[:]", t.services)
     skip = t.path(SKIP).eval()
     return t, cross, transport, original, skip
 

@@ -12,8 +12,11 @@ from timm.models.swin_transformer import SwinTransformer
 from timm.models.vision_transformer import VisionTransformer
 
 from codenn import Service
-from codenn.paths import Path
-from codenn.train import FeatureCache, LinkTrainer, TrainConfig, init_path_links
+from codenn.config.train import TrainConfig
+from codenn.paths.composed import ComposedPath
+from codenn.train.features import FeatureCache
+from codenn.train.lstsq import init_path_links
+from codenn.train.trainer import LinkTrainer
 from codenn_adapters.onnx_export import export_path
 
 pytestmark = [pytest.mark.onnx, pytest.mark.usefixtures("one_torch_thread")]
@@ -52,7 +55,7 @@ def test_cross_family_path_trains_links_only_and_exports_per_side(services, case
     spec = CASES[case]
     local = spec.split("[")[0]
     torch.manual_seed(0)
-    path = Path(spec, services, link="linear")
+    path = ComposedPath(spec, services, link="linear")
     before = {n: s.fingerprint() for n, s in path.services.items()}
     x = torch.randn(48, 3, SIZE, SIZE)
     y = torch.randint(0, 10, (48,))

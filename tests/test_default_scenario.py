@@ -11,11 +11,13 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from codenn import Service
-from codenn import scenario as sc
-from codenn.config import from_dict
+from codenn.config.base_model import DEFAULT_HOST, DEFAULT_LOCAL, BaseModelSpec
+from codenn.config.run import from_dict
 from codenn.errors import ConfigError
-from codenn.models import MODELS, AlexNetCifar, load_model
-from codenn.synthetic import LETTERS, digits, letters
+from codenn.model.loading import MODELS, AlexNetCifar, load_model
+from codenn.train.base_models import base_model
+from codenn.train.synthetic import LETTERS, digits, letters
+from codenn.train.tasks import TASKS
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -67,22 +69,22 @@ def _noise_task(size: int = 8) -> tuple[TensorDataset, int]:
 def test_early_stopping_keeps_the_best_epoch_and_old_cache_keys(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("CODENN_CACHE", str(tmp_path))
     monkeypatch.setitem(MODELS, "tiny_test_mlp", _Tiny)
-    monkeypatch.setitem(sc.TASKS, "noise", _noise_task)
-    spec = sc.BaseModelSpec("tiny_test_mlp", "noise", epochs=50, lr=1e-2, size=8, patience=2)
+    monkeypatch.setitem(TASKS, "noise", _noise_task)
+    spec = BaseModelSpec("tiny_test_mlp", "noise", epochs=50, lr=1e-2, size=8, patience=2)
     lines: list[str] = []
-    _, meta = sc.base_model(spec, log=lines.append)
+    _, meta = base_model(spec, log=lines.append)
     assert meta["epochs_run"] < 50 and meta["epochs_run"] - meta["best_epoch"] == 2
     assert any("has not risen for 2 epochs" in line for line in lines)
     cached = json.loads(next((tmp_path / "base").glob("*.json")).read_text())
     assert cached["best_epoch"] == meta["best_epoch"]
     # a spec without early stopping keeps the key it had before the field existed
     # (5f0dc4d1f850 is the key the old default AlexNet was cached under)
-    assert sc.BaseModelSpec("alexnet", "digits", epochs=6, lr=1e-4).key() == "5f0dc4d1f850"
+    assert BaseModelSpec("alexnet", "digits", epochs=6, lr=1e-4).key() == "5f0dc4d1f850"
     with pytest.raises(ConfigError, match="patience"):
-        sc.BaseModelSpec("alexnet", "digits", epochs=6, lr=1e-4, patience=-1)
+        BaseModelSpec("alexnet", "digits", epochs=6, lr=1e-4, patience=-1)
     # with learning-rate drops it goes back to the best weights at a tenth of the rate, then stops
     lines.clear()
-    _, meta = sc.base_model(sc.BaseModelSpec("tiny_test_mlp", "noise", epochs=50, lr=1e-2, size=8, patience=2,
+    _, meta = base_model(BaseModelSpec("tiny_test_mlp", "noise", epochs=50, lr=1e-2, size=8, patience=2,
                                              lr_drops=1), log=lines.append)
     assert sum("learning rate 1.0e-03" in line for line in lines) == 1 and meta["epochs_run"] < 50
 
@@ -91,6 +93,6 @@ def test_another_model_in_the_config_starts_from_generic_defaults() -> None:
     run = from_dict({"local": {"model": "alexnet", "task": "digits"}})
     assert run.local.base.size == 64 and run.local.base.patience == 0 and run.local.name == "alexnet"
     default = from_dict({})
-    assert default.local.base == sc.DEFAULT_LOCAL and default.hosts[0].base == sc.DEFAULT_HOST
+    assert default.local.base == DEFAULT_LOCAL and default.hosts[0].base == DEFAULT_HOST
     with pytest.raises(ConfigError, match="also set task"):
         from_dict({"local": {"model": "resnet18"}})

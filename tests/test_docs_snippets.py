@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from codenn import BoundarySpec, hookimpl
-from codenn.plugins import create_plugins
-from codenn.splitters import UnitSplitter, stage_cuts
+from codenn.contracts.plugins import create_plugins
+from codenn.contracts.splitters import UnitSplitter, stage_cuts
 from codenn.testing import LINK_CHECK_BATCH, ConformanceError, check_link_factory
 
 DOCS = Path(__file__).parents[1] / "docs"
@@ -64,7 +64,7 @@ def test_every_python_snippet_of_paths_md_is_run() -> None:
     assert len(snippets("paths.md", slow=True)) == total - signature
 
 
-# -- codenn.splitters.stage_cuts --------------------------------------------------------------
+# -- codenn.contracts.splitters.stage_cuts --------------------------------------------------------------
 def test_stage_cuts_order() -> None:
     assert stage_cuts([False, False, True, False, True, False, False]) == [5, 3, 1]
     assert stage_cuts([True, False, True, False], head_cut=False) == [1]  # unit 0's flag is ignored
@@ -73,7 +73,7 @@ def test_stage_cuts_order() -> None:
 
 
 def test_builtin_splitters_keep_their_cuts() -> None:
-    """MobileNetV2 and ResNet18 (which use codenn.splitters.stage_cuts) cut where they always did."""
+    """MobileNetV2 and ResNet18 (which use codenn.contracts.splitters.stage_cuts) cut where they always did."""
     import torchvision
 
     from codenn_plugins.mobilenet import MobileNetV2Splitter

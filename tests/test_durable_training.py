@@ -10,8 +10,8 @@ import torch
 from safetensors.torch import load_file
 
 from codenn.errors import ConfigError
-from codenn.split_train import SplitTrainer
-from codenn.train import LinkTrainer
+from codenn.remote.split_trainer import SplitTrainer
+from codenn.train.trainer import LinkTrainer
 from codenn_adapters.transports import HttpTransport
 from split_helpers import CONFIG, TOKENS, HostProcess, clone_links, tiny
 

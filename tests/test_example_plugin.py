@@ -71,7 +71,7 @@ SNIPPET = textwrap.dedent(
     import torch
 
     import codenn
-    from codenn.paths import Path
+    from codenn import ComposedPath
 
     # Found through the entry point, never imported by name.
     (ep,) = entry_points(group="codenn", name="example")
@@ -81,7 +81,7 @@ SNIPPET = textwrap.dedent(
     torch.manual_seed(0)
     service = codenn.Service("tiny", plugin.TinyConvNet(num_classes=10), input_shape=(3, 32, 32))
     before = service.fingerprint()
-    path = Path("tiny[:1] > tiny[2:]", [service], link="depthwise_separable")
+    path = ComposedPath("tiny[:1] > tiny[2:]", [service], link="depthwise_separable")
     path.train()
     x, y = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))
     opt = torch.optim.SGD(path.parameters(), lr=0.1)

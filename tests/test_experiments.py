@@ -125,7 +125,7 @@ def test_cache_folder_does_not_nest(monkeypatch: pytest.MonkeyPatch, tmp_path: P
 def test_recipes_follow_the_default_scenario() -> None:
     from dataclasses import replace
 
-    from codenn.scenario import DEFAULT_HOST, DEFAULT_LOCAL
+    from codenn.config.base_model import DEFAULT_HOST, DEFAULT_LOCAL
 
     assert pc.local_spec(pc.Options()) == DEFAULT_LOCAL
     assert pc.host_spec("mobilenet_letters", pc.Options()) == DEFAULT_HOST

@@ -23,8 +23,8 @@ from torch import nn
 
 from codenn import Service
 from codenn.errors import CodennError, ConfigError, ExportError
-from codenn.paths import Path
-from codenn.synthetic import digits
+from codenn.paths.composed import ComposedPath
+from codenn.train.synthetic import digits
 from codenn_adapters.onnx_export import (
     FP32_TOLERANCE,
     export_module,
@@ -83,18 +83,18 @@ def real() -> torch.Tensor:
 
 
 @pytest.fixture(scope="module")
-def exports(services, real, tmp_path_factory) -> Iterator[dict[str, tuple[Path, object]]]:
+def exports(services, real, tmp_path_factory) -> Iterator[dict[str, tuple[ComposedPath, object]]]:
     """Every exported path: spec -> (path, ExportResult)."""
     out = {}
     for i, spec in enumerate((ALEX_SKIP, ALEX_CROSS, MNV2_SKIP, TIMM_SKIP, TIMM_CROSS)):
         torch.manual_seed(i)
-        path = Path(spec, services, link="conv1x1").eval()
+        path = ComposedPath(spec, services, link="conv1x1").eval()
         result = export_path(path, tmp_path_factory.mktemp(f"export{i}"), real_inputs=real, threads=1)
         out[spec] = (path, result)
     yield out
 
 
-def _own_and_foreign(path: Path, provider: str) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+def _own_and_foreign(path: ComposedPath, provider: str) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     owned = provider_tensors(path)
     mine = dict(owned[provider])
     theirs = {k: v for p, d in owned.items() if p != provider for k, v in d.items()}
@@ -204,10 +204,10 @@ def test_host_file_holds_no_local_tensor_and_vice_versa(exports, spec) -> None:
 def test_a_link_wrapping_another_providers_block_is_refused(tiny, tmp_path) -> None:
     torch.manual_seed(0)
     spec = "t[:2] > u[2:4] > t[3:]"
-    base = Path(spec, tiny, link="conv1x1")
+    base = ComposedPath(spec, tiny, link="conv1x1")
     # an entry link (held by the host u) that runs one of the local provider's blocks
     sneaky = nn.Sequential(tiny["t"].blocks[2], nn.Conv2d(16, 24, 1))
-    path = Path(spec, tiny, links=[sneaky, base.links[1]])
+    path = ComposedPath(spec, tiny, links=[sneaky, base.links[1]])
     assert path.link_sides[0] == "u"
     with pytest.raises(ExportError, match=r"would contain 't\.\S*2\S*weight' of provider 't'"):
         export_path(path, tmp_path / "x")
@@ -242,7 +242,7 @@ class DataDependentLink(nn.Module):
 
 def test_an_export_that_cannot_be_right_fails_and_leaves_nothing(tiny, tmp_path) -> None:
     torch.manual_seed(0)
-    path = Path("t[:2] > t[3:]", tiny, links=[DataDependentLink(16, 16)])
+    path = ComposedPath("t[:2] > t[3:]", tiny, links=[DataDependentLink(16, 16)])
     out = tmp_path / "bad"
     with pytest.raises(ExportError) as info:
         export_path(path, out)
@@ -254,7 +254,7 @@ def test_an_export_that_cannot_be_right_fails_and_leaves_nothing(tiny, tmp_path)
 
 def test_fp16_export_parity(tiny, tmp_path) -> None:
     torch.manual_seed(0)
-    path = Path("t[:2] > u[2:4] > t[3:]", tiny, link="conv1x1")
+    path = ComposedPath("t[:2] > u[2:4] > t[3:]", tiny, link="conv1x1")
     result = export_path(path, tmp_path / "fp16", fp16=True, real_inputs=digits(size=16)[0].tensors[0][:4])
     assert result.dtype == "float16" and result.ok
     for f in result.files:
@@ -331,39 +331,43 @@ def test_cli_exports_a_spec_with_untrained_services(tmp_path, monkeypatch) -> No
     monkeypatch.setenv("CODENN_CACHE", str(tmp_path / "cache"))
     (tmp_path / "small.toml").write_text(SMALL)
     out = tmp_path / "onnx"
-    res = CliRunner().invoke(cli, ["export", "r18[:2] > r18[5:]", "--out", str(out), "--config",
+    res = CliRunner().invoke(cli, ["export", "--spec", "r18[:2] > r18[5:]", "--out", str(out), "--config",
                                    str(tmp_path / "small.toml"), "--untrained"])
     assert res.exit_code == 0, res.output
     assert "local.onnx" in res.output and "relative" in res.output and "exporter: dynamo" in res.output
     assert sorted(os.listdir(out)) == ["export.json", "local.onnx", "merged.onnx"]
     res = CliRunner().invoke(cli, ["export", "r18[:2] > nowhere[1:2] > r18[5:]", "--out", str(tmp_path / "o2"),
-                                   "--config", str(tmp_path / "small.toml"), "--untrained"])
+                                   "--config", str(tmp_path / "small.toml"), "--untrained"])  # the old positional form
     assert res.exit_code != 0 and "nowhere" in res.output and "Traceback" not in res.output
+    assert "`codenn export RUN_OR_SPEC` is deprecated" in res.output and "use --spec SPEC" in res.output
 
 
 def test_cli_exports_a_run_directory(tiny, tmp_path, monkeypatch) -> None:
     """A run directory as `codenn search` writes it (run.json, a trained row, links + manifest)."""
-    import codenn.evaluate
+    import codenn.search.store
     from codenn.cli import cli
-    from codenn.config import RunConfig, ServiceConfig
-    from codenn.data import split_dataset
-    from codenn.rows import PathRow
-    from codenn.runstore import RunStore
-    from codenn.scenario import DEFAULT_HOST, DEFAULT_LOCAL, Scenario
+    from codenn.config.base_model import DEFAULT_HOST, DEFAULT_LOCAL
+    from codenn.config.run import RunConfig, ServiceConfig
+    from codenn.fileio import atomic_json
+    from codenn.paths.rows import PathRow
+    from codenn.search.record import LinkManifest
+    from codenn.search.store import RunStore
+    from codenn.train.data import split_dataset
+    from codenn.train.scenario import Scenario
 
     local, host = tiny["t"], tiny["u"]
     splits = split_dataset(*digits(size=16), seed=0, name="digits")
-    monkeypatch.setattr(codenn.evaluate, "scenario_from_config", lambda run, log=print: Scenario(local, [host], splits))
+    monkeypatch.setattr(codenn.search.store, "scenario_from_config", lambda run, log=print: Scenario(local, [host], splits))
     run = RunConfig(local=ServiceConfig("t", DEFAULT_LOCAL), hosts=(ServiceConfig("u", DEFAULT_HOST),))
     spec = "t[:2] > u[2:4] > t[3:]"
-    path = Path(spec, [local, host], link="conv1x1")
+    path = ComposedPath(spec, [local, host], link="conv1x1")
     store = RunStore(tmp_path / "run")
-    store.write_json("run.json", {"metadata": {"run_config": run.to_dict()}, "selected": {"spec": spec}})
-    store.save_links(spec, path.links, {"spec": spec, "link_factories": list(path.link_factories),
+    atomic_json(store.root / "run.json", {"metadata": {"run_config": run.to_dict()}, "selected": {"spec": spec}})
+    store.save_links(spec, path.links, LinkManifest.from_dict({"spec": spec, "link_factories": list(path.link_factories),
                                         "link_options": {}, "fingerprints": {"t": local.fingerprint(),
-                                                                             "u": host.fingerprint()}})
+                                                                             "u": host.fingerprint()}}))
     store.append_row(PathRow(spec=spec, kind="cross", status="trained", test_accuracy=0.5))
-    res = CliRunner().invoke(cli, ["export", str(tmp_path / "run"), "--out", str(tmp_path / "onnx")])
+    res = CliRunner().invoke(cli, ["export", "--run", str(tmp_path / "run"), "--out", str(tmp_path / "onnx")])
     assert res.exit_code == 0, res.output
     manifest = json.loads((tmp_path / "onnx" / "export.json").read_text())
     assert manifest["spec"] == spec

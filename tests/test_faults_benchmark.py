@@ -10,17 +10,18 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
-from pathlib import Path as FsPath
+from pathlib import Path
 
 import pytest
 import torch
 
-from codenn.coordinator import Coordinator, Route, RouteInfo, RoutingConfig
-from codenn.cost import CostModel
-from codenn.paths import Path
+from codenn.config.cost import CostModel
+from codenn.config.routing import RoutingConfig
+from codenn.paths.composed import ComposedPath
+from codenn.remote.coordinator import Coordinator, Route, RouteInfo
 from split_helpers import CONFIG, SPEC, TOKENS, HostProcess, tiny
 
-SCRIPT = FsPath(__file__).resolve().parents[1] / "benchmarks" / "faults.py"
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "faults.py"
 HEADER_TIMEOUT, BODY_TIMEOUT = 2.0, 3.0
 
 
@@ -34,22 +35,10 @@ def bench():
 
 
 class QuickHost(HostProcess):
-    """The tiny host with the benchmark's short header and body deadlines (host_proc.py sets none,
-    so they are patched into its create_app and serve in the child process)."""
+    """The tiny host with the benchmark's short header and body deadlines."""
 
-    def _start(self) -> None:
-        import os
-        import subprocess
-
-        code = ("import functools, sys; import host_proc; from codenn_adapters import host_server as hs; "
-                "from codenn_adapters.server_limits import ServerLimits; "
-                f"host_proc.create_app = functools.partial(hs.create_app, body_timeout_s={BODY_TIMEOUT}); "
-                f"host_proc.serve = functools.partial(hs.serve, limits=ServerLimits(header_timeout_s={HEADER_TIMEOUT})); "
-                "host_proc.main(sys.argv[1], int(sys.argv[2]))")
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(FsPath(__file__).parent)}
-        self.log = open(self.folder / "server.log", "ab")
-        self.proc = subprocess.Popen([sys.executable, "-c", code, str(self.folder), str(self.port)],
-                                     stdout=self.log, stderr=subprocess.STDOUT, env=env)
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, server={"body_timeout_s": BODY_TIMEOUT, "header_timeout_s": HEADER_TIMEOUT}, **kwargs)
 
 
 def test_plans_are_drawn_built_and_reported(bench) -> None:
@@ -136,8 +125,8 @@ def test_fuzz_poisoning_and_slow_drip_against_the_tiny_host(bench, tmp_path) -> 
 
 @pytest.mark.slow
 def test_kill_during_split_training_loses_at_most_the_checkpoint_interval(bench, tmp_path) -> None:
-    from codenn.split_train import SplitTrainer
-    from codenn_adapters.host_server import checkpoint_file
+    from codenn.remote.host import checkpoint_file
+    from codenn.remote.split_trainer import SplitTrainer
     from codenn_adapters.transports import HttpTransport
 
     t = tiny()
@@ -179,7 +168,7 @@ def test_malformed_host_replies_lose_no_local_request(bench, tmp_path) -> None:
         fake = bench.FakeHost(host.url, drip_cap_s=3.0, hang_s=1.0)
         transport = HttpTransport(fake.url, token=TOKENS["local"], timeout=0.5)
         try:
-            original = Path("local[:]", t.services)
+            original = ComposedPath("local[:]", t.services)
             routes = [Route.local(original, RouteInfo("local[:]", 0.9, 1000.0, local_gflops=0.0)),
                       Route.through_host(t.local, SPEC, transport, host.name,
                                          RouteInfo(SPEC, 0.9, 200.0, 300.0, 50.0, host="host"))]

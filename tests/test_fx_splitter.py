@@ -11,8 +11,8 @@ import torchvision
 from torch import nn
 
 from codenn import Service, SplitError
-from codenn.plugins import Plugins, create_plugins, get_plugins
-from codenn.splitters import find_splitter
+from codenn.contracts.plugins import Plugins, create_plugins, get_plugins
+from codenn.contracts.splitters import find_splitter
 from codenn.testing import check_splitter
 from codenn_plugins import fx_splitter
 from codenn_plugins.alexnet import AlexNetSplitter

@@ -12,9 +12,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from codenn import ConfigError
+from codenn.config.server import ServerConfig
 from codenn.errors import HostRejectedError, HostUnavailableError
-from codenn.split_train import RemotePath, SplitTrainer
-from codenn.train import LinkTrainer
+from codenn.remote.leg import RemotePath
+from codenn.remote.split_trainer import SplitTrainer
+from codenn.train.trainer import LinkTrainer
 from codenn_adapters import oip
 from codenn_adapters.host_server import create_app
 from codenn_adapters.transports import HttpTransport
@@ -35,7 +37,7 @@ def segment(t):
 
 @pytest.fixture(scope="module")
 def client(segment):
-    app = create_app([segment], tokens=TOKENS, max_bytes=256 * 1024)
+    app = create_app([segment], tokens=TOKENS, config=ServerConfig(max_bytes=256 * 1024))
     with TestClient(app, raise_server_exceptions=False) as c:
         yield c
 
@@ -123,7 +125,7 @@ def test_split_training_endpoints_and_save_on_shutdown(t, tmp_path) -> None:
     seg = t.segment(t.path())
     before = seg.link_state()
     x = seg.input_spec.example(batch=4)
-    with TestClient(create_app([seg], tokens=TOKENS, save_dir=tmp_path)) as c:
+    with TestClient(create_app([seg], tokens=TOKENS, config=ServerConfig(save_dir=str(tmp_path)))) as c:
         body, h = oip.encode_request({"input": x}, parameters={"step": 0})
         r = c.post(f"/v2/models/{seg.name}/train/forward", content=body, headers={**h, **AUTH})
         assert r.status_code == 200, r.text
@@ -151,7 +153,7 @@ def test_create_app_checks_its_options(segment) -> None:
     with pytest.raises(ConfigError, match="both named"):
         create_app([segment, segment], tokens=TOKENS)
     with pytest.raises(ConfigError, match="max_bytes"):
-        create_app([segment], tokens=TOKENS, max_bytes=10)
+        create_app([segment], tokens=TOKENS, config=ServerConfig(max_bytes=10))
 
 
 _json_values = st.recursive(

@@ -14,11 +14,13 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from codenn.config.server import ServerConfig
 from codenn.errors import ConfigError, NonFiniteError
+from codenn.remote.access import access_from, load_access
+from codenn.remote.host import resume_checkpoints
+from codenn.remote.split_state import SegmentStateError
 from codenn_adapters import oip
-from codenn_adapters.access import access_from, load_access
-from codenn_adapters.host_segment import SegmentStateError
-from codenn_adapters.host_server import create_app, resume_checkpoints
+from codenn_adapters.host_server import create_app
 from split_helpers import TOKENS, tiny
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -199,7 +201,8 @@ def test_an_answer_over_the_response_cap_is_a_413(t) -> None:
     seg = t.segment(t.path())
     per_sample = int(torch.Size(seg.output_spec.shape).numel()) * 4
     cap = 3 * per_sample + 1024  # three samples and a JSON header fit
-    with TestClient(create_app([seg], tokens=TOKENS, max_response_bytes=cap), raise_server_exceptions=False) as c:
+    app = create_app([seg], tokens=TOKENS, config=ServerConfig(max_response_bytes=cap))
+    with TestClient(app, raise_server_exceptions=False) as c:
         r = _post(c, seg.name, "infer", {"input": seg.input_spec.example(batch=4)}, LOCAL)
         assert r.status_code == 413 and f"limit of {cap}" in r.json()["error"] and "at most 3 samples" in r.text
         assert _post(c, seg.name, "infer", {"input": seg.input_spec.example(batch=1)}, LOCAL).status_code == 200
@@ -317,7 +320,7 @@ def test_a_backward_on_links_changed_since_its_forward_is_a_409_not_a_500(t) -> 
 def test_checkpoints_resume_links_and_optimizer_exactly(t, tmp_path) -> None:
     path = t.path()
     seg, twin, reference = t.segment(path), t.segment(path), t.segment(path)
-    with TestClient(create_app([seg], tokens=TOKENS, save_dir=tmp_path, checkpoint_every=2)) as c:
+    with TestClient(create_app([seg], tokens=TOKENS, config=ServerConfig(save_dir=str(tmp_path), checkpoint_every=2))) as c:
         for step in range(3):
             assert _step(c, seg, step, LOCAL).status_code == 200
         assert (tmp_path / f"{seg.name}.safetensors").exists()  # written at step 2
@@ -368,12 +371,12 @@ def test_segment_state_errors_for_a_foreign_step(t) -> None:
 def live_server(t):
     import uvicorn
 
-    from codenn_adapters.server_limits import ServerLimits, deadline_protocol
+    from codenn_adapters.server_limits import deadline_protocol
     from split_helpers import free_port
 
     seg = t.segment(t.path())
-    app = create_app([seg], tokens=TOKENS, body_timeout_s=1.0)
-    lim = ServerLimits(header_timeout_s=1.0, limit_concurrency=32)
+    lim = ServerConfig(body_timeout_s=1.0, header_timeout_s=1.0, limit_concurrency=32)
+    app = create_app([seg], tokens=TOKENS, config=lim)
     port = free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", http=deadline_protocol(1.0),
                             limit_concurrency=lim.limit_concurrency, timeout_keep_alive=lim.keep_alive_s)

@@ -16,11 +16,14 @@ from torch import nn
 
 import codenn
 from codenn import BoundarySpec, Service, ServiceCard, UnitSplitter, hookimpl
-from codenn.blocks import LayoutHints, infer_grid
+from codenn.config.train import TrainConfig
+from codenn.contracts.plugins import Plugins, create_plugins
 from codenn.errors import BoundaryMismatchError, ConfigError
-from codenn.paths import Path
-from codenn.plugins import Plugins, create_plugins
-from codenn.train import FeatureCache, LinkTrainer, TrainConfig, init_path_links, least_squares_init
+from codenn.model.blocks import LayoutHints, infer_grid
+from codenn.paths.composed import ComposedPath
+from codenn.train.features import FeatureCache
+from codenn.train.lstsq import init_path_links, least_squares_init
+from codenn.train.trainer import LinkTrainer
 from codenn_plugins import links as links_module
 from codenn_plugins.layout_links import LAYOUT_LINKS, LayoutAdapter
 from codenn_plugins.links import LAYOUT_FACTORIES, ConvLink, linear_head
@@ -324,7 +327,7 @@ def test_cnn_vit_cross_path_trains(model_plugins: Plugins, spec: str) -> None:
     torch.manual_seed(0)
     cnn = Service("cnn", TinyCNN(10), input_shape=(3, 32, 32), plugins=model_plugins)
     vit = Service("vit", tiny_vit(), input_shape=(3, 32, 32), plugins=model_plugins)
-    path = Path(spec, [cnn, vit], link="linear", plugins=model_plugins)
+    path = ComposedPath(spec, [cnn, vit], link="linear", plugins=model_plugins)
     inputs, labels = torch.randn(48, 3, 32, 32), torch.randint(0, 10, (48,))
     cache = FeatureCache({"cnn": cnn, "vit": vit}, inputs)
     assert init_path_links(path, cache, samples=48, ridge=1e-3) == [True, True]
@@ -352,6 +355,6 @@ def test_generic_splitter_boundaries_feed_layout_links() -> None:
     inputs = torch.randn(32, 3, 32, 32)
     cache = FeatureCache({"cnn": cnn, "vit": vit, "swin": swin}, inputs)
     for spec in ("cnn[:2] > vit[1:2] > cnn[4:]", "cnn[:2] > swin[1:2] > cnn[4:]"):
-        path = Path(spec, [cnn, vit, swin], link="linear", plugins=plugins)
+        path = ComposedPath(spec, [cnn, vit, swin], link="linear", plugins=plugins)
         assert init_path_links(path, cache, samples=32, ridge=1e-3) == [True, True]
         assert path(inputs[:4]).shape == (4, 10)

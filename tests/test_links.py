@@ -9,9 +9,9 @@ from torch import nn
 
 import codenn
 from codenn import BoundarySpec
-from codenn.blocks import parameter_count
+from codenn.contracts.plugins import Plugins, create_plugins
 from codenn.errors import BoundaryMismatchError, ConfigError, UnknownNameError
-from codenn.plugins import Plugins, create_plugins
+from codenn.model.blocks import parameter_count
 from codenn_plugins import links as links_module
 from codenn_plugins.links import ConvLink, linear_head
 

@@ -11,19 +11,23 @@ import torch
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
 
-import codenn.plugins
-import codenn.scenario
-from codenn.config import RunConfig, ServiceConfig
-from codenn.coordinator import Coordinator, Route, RouteInfo, RoutingConfig
-from codenn.cost import CostModel
+import codenn.contracts.plugins
+import codenn.train.scenario
+from codenn.config.base_model import DEFAULT_HOST, DEFAULT_LOCAL
+from codenn.config.cost import CostModel
+from codenn.config.routing import RoutingConfig
+from codenn.config.run import RunConfig, ServiceConfig
 from codenn.errors import ConfigError
-from codenn.paths import Path
-from codenn.rows import PathRow
-from codenn.runstore import RunStore, slug
-from codenn.scenario import DEFAULT_HOST, DEFAULT_LOCAL
+from codenn.fileio import atomic_json
+from codenn.paths.composed import ComposedPath
+from codenn.paths.rows import PathRow
+from codenn.paths.spec import slug
+from codenn.remote.coordinator import Coordinator, Route, RouteInfo
+from codenn.remote.local_model import CoordinatedModel, coordinator_from_run
+from codenn.search.record import LinkManifest
+from codenn.search.store import RunStore
 from codenn_adapters import oip
 from codenn_adapters.host_server import create_app
-from codenn_adapters.local_server import CoordinatedModel, coordinator_from_run
 from codenn_adapters.transports import HttpTransport, InProcessTransport
 from split_helpers import SPEC, TOKENS, HostProcess, tiny
 
@@ -43,19 +47,19 @@ def row(spec: str, kind: str, acc: float, local_us: float, host_us: float = 0.0)
 def run_dir(tmp_path, monkeypatch):
     """A run directory as `codenn search` writes it, over the tiny services (base models patched in)."""
     t = tiny()
-    monkeypatch.setattr(codenn.scenario, "base_model", lambda spec, log=print: (t.local.model, {}))
+    monkeypatch.setattr(codenn.train.scenario, "base_model", lambda spec, log=print: (t.local.model, {}))
     run = RunConfig(local=ServiceConfig("local", replace(DEFAULT_LOCAL, size=16)),
                     hosts=(ServiceConfig("host", DEFAULT_HOST),))
     store = RunStore(tmp_path / "run")
-    store.write_json("run.json", {
+    atomic_json(store.root / "run.json", {
         "metadata": {"run_config": run.to_dict()}, "selected": {"spec": SKIP},
         "services": {"local": t.local.card.to_dict(), "host": t.host.card.to_dict()},
         "original": row("local[:]", "original", 0.9, 1000.0)})
     for spec, r in ((SKIP, row(SKIP, "skip", 0.85, 600.0)), (SPEC, row(SPEC, "cross", 0.88, 200.0, 300.0))):
         path = t.path(spec)
-        store.save_links(spec, path.links, {"spec": spec, "link_factories": list(path.link_factories),
+        store.save_links(spec, path.links, LinkManifest.from_dict({"spec": spec, "link_factories": list(path.link_factories),
                                             "link_options": {}, "fingerprints": {n: s.fingerprint()
-                                                                                 for n, s in path.services.items()}})
+                                                                                 for n, s in path.services.items()}}))
         store.append_row(PathRow.from_dict(r))
     return tmp_path / "run"
 
@@ -92,7 +96,7 @@ def test_cli_serve_check_lists_the_routes(run_dir, tmp_path, monkeypatch) -> Non
     from codenn.cli import cli
 
     t = tiny()
-    monkeypatch.setattr(codenn.plugins, "get_plugins", lambda: t.plugins)
+    monkeypatch.setattr(codenn.contracts.plugins, "get_plugins", lambda: t.plugins)
     tokens = tmp_path / "clients.json"
     tokens.write_text(json.dumps(CLIENTS))
     res = CliRunner().invoke(cli, ["serve", "--run", str(run_dir), "--token-file", str(tokens),
@@ -118,7 +122,7 @@ def test_cli_serve_check_lists_the_routes(run_dir, tmp_path, monkeypatch) -> Non
 
 def test_local_server_offloads_to_a_real_host_and_loses_nothing_when_it_dies(tmp_path) -> None:
     t = tiny()
-    cross, original = t.path(SPEC).eval(), Path("local[:]", t.services).eval()
+    cross, original = t.path(SPEC).eval(), ComposedPath("local[:]", t.services).eval()
     host = HostProcess(t, cross, tmp_path / "host")
     try:
         host.wait_ready()

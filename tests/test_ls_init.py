@@ -17,10 +17,12 @@ from torch import nn
 
 import codenn
 from codenn import BoundarySpec
-from codenn.data import tensors
-from codenn.paths import Path
-from codenn.plugins import Plugins, create_plugins
-from codenn.train import FeatureCache, accuracy, init_path_links, least_squares_init
+from codenn.contracts.plugins import Plugins, create_plugins
+from codenn.paths.composed import ComposedPath
+from codenn.train.data import tensors
+from codenn.train.features import FeatureCache
+from codenn.train.lstsq import init_path_links, least_squares_init
+from codenn.train.trainer import accuracy
 from codenn_plugins import links as links_module
 from codenn_plugins.links import ConvLink
 
@@ -354,7 +356,7 @@ def tiny_case(one_torch_thread: None):
     return services, plugins, FeatureCache(services, xt), FeatureCache(services, xv), yv
 
 
-def link_mse(path: Path, cache: FeatureCache) -> list[float]:
+def link_mse(path: ComposedPath, cache: FeatureCache) -> list[float]:
     """Each link's MSE to what its destination block normally receives, on the cache's inputs."""
     first = path.spec.segments[0]
     h0 = cache.get(path.spec.local, first.end(path.local.num_blocks))
@@ -374,8 +376,8 @@ def test_real_blocks_ls_beats_random(tiny_case, kind: str, options: dict[str, ob
     services, plugins, train, val, yv = tiny_case
     spec = "local[:1] > host[1:3] > local[3:]"
     torch.manual_seed(0)
-    random_path = Path(spec, services, link=kind, link_options=options, plugins=plugins)
-    ls_path = Path(spec, services, link=kind, link_options=options, plugins=plugins)
+    random_path = ComposedPath(spec, services, link=kind, link_options=options, plugins=plugins)
+    ls_path = ComposedPath(spec, services, link=kind, link_options=options, plugins=plugins)
     ls_path.load_state_dict(random_path.state_dict())
     assert init_path_links(ls_path, train, samples=256, ridge=1e-3) == [True, True]
     random_mse, ls_mse = link_mse(random_path, val), link_mse(ls_path, val)  # held-out inputs

@@ -7,8 +7,8 @@ import torch
 import torchvision
 
 from codenn import BoundaryMismatchError, ConfigError, PathSpecError, Service
-from codenn.paths import Path
-from codenn.pathspace import PathSpace
+from codenn.paths.composed import ComposedPath
+from codenn.paths.space import PathSpace
 from codenn.testing import check_path_trains_links_only
 
 SIZE = (3, 64, 64)
@@ -25,7 +25,7 @@ def services():
 def test_cross_path_alexnet_mobilenet_alexnet_forward_backward(services) -> None:
     local, host = services
     fp = (local.fingerprint(), host.fingerprint())
-    path = Path("alexnet[:1] > mobilenet_v2[1:4] > alexnet[5:]", [local, host])
+    path = ComposedPath("alexnet[:1] > mobilenet_v2[1:4] > alexnet[5:]", [local, host])
     path.train()
     x = torch.randn(6, *SIZE)
     logits = path(x)
@@ -41,7 +41,7 @@ def test_cross_path_alexnet_mobilenet_alexnet_forward_backward(services) -> None
 def test_skip_path_forward_backward_and_optimizer_step_keeps_blocks_frozen(services) -> None:
     local, _ = services
     before = local.fingerprint()
-    path = Path("alexnet[:2] > alexnet[4:]", [local])
+    path = ComposedPath("alexnet[:2] > alexnet[4:]", [local])
     opt = torch.optim.SGD(path.parameters(), lr=0.1)  # even handed every parameter
     for _ in range(2):
         opt.zero_grad()
@@ -54,7 +54,7 @@ def test_skip_path_forward_backward_and_optimizer_step_keeps_blocks_frozen(servi
 
 def test_train_mode_does_not_reach_frozen_blocks(services) -> None:
     local, host = services
-    path = Path("alexnet[:1] > mobilenet_v2[1:4] > alexnet[5:]", [local, host]).train()
+    path = ComposedPath("alexnet[:1] > mobilenet_v2[1:4] > alexnet[5:]", [local, host]).train()
     assert path.links[0].training
     assert not any(m.training for m in local.modules()) and not any(m.training for m in host.modules())
     x = torch.randn(2, *SIZE)
@@ -65,7 +65,7 @@ def test_train_mode_does_not_reach_frozen_blocks(services) -> None:
 
 def test_stats_match_the_paper_quantities(services) -> None:
     local, host = services
-    path = Path("alexnet[:1] > mobilenet_v2[1:4] > alexnet[5:]", [local, host])
+    path = ComposedPath("alexnet[:1] > mobilenet_v2[1:4] > alexnet[5:]", [local, host])
     st = path.stats()
     card = local.card
     assert st.local_blocks_used == (0, 5, 6) and st.local_blocks_skipped == (1, 2, 3, 4)
@@ -82,21 +82,21 @@ def test_stats_match_the_paper_quantities(services) -> None:
 
 def test_link_choice_by_name_and_custom_links(services) -> None:
     local, host = services
-    path = Path("alexnet[:2] > alexnet[4:]", [local], link="reduced5")
+    path = ComposedPath("alexnet[:2] > alexnet[4:]", [local], link="reduced5")
     assert path.link_factories == ("reduced5",)
     src, dst = path.link_specs[0]
     bad = torch.nn.Conv2d(src.channels, dst.channels + 1, 1)
     with pytest.raises(BoundaryMismatchError, match="expects"):
-        Path("alexnet[:2] > alexnet[4:]", [local], links=[bad])
+        ComposedPath("alexnet[:2] > alexnet[4:]", [local], links=[bad])
     with pytest.raises(ConfigError, match="needs 1 links"):
-        Path("alexnet[:2] > alexnet[4:]", [local], links=[])
+        ComposedPath("alexnet[:2] > alexnet[4:]", [local], links=[])
 
 
 def test_unknown_service_and_bad_input(services) -> None:
     local, host = services
     with pytest.raises(PathSpecError, match="unknown service 'vgg'"):
-        Path("alexnet[:2] > vgg[1:2] > alexnet[4:]", [local, host])
-    path = Path("alexnet[:2] > alexnet[4:]", [local])
+        ComposedPath("alexnet[:2] > vgg[1:2] > alexnet[4:]", [local, host])
+    path = ComposedPath("alexnet[:2] > alexnet[4:]", [local])
     with pytest.raises(BoundaryMismatchError, match=r"shape \(3, 32, 32\).*expects shape \(3, 64, 64\)"):
         path(torch.randn(1, 3, 32, 32))
 
@@ -104,7 +104,7 @@ def test_unknown_service_and_bad_input(services) -> None:
 def test_chain_through_two_hosts(services) -> None:
     local, host = services
     resnet = Service("resnet18", torchvision.models.resnet18(num_classes=3), input_shape=SIZE)
-    path = Path("alexnet[:1] > mobilenet_v2[1:3] > resnet18[3:5] > alexnet[5:]", [local, host, resnet])
+    path = ComposedPath("alexnet[:1] > mobilenet_v2[1:3] > resnet18[3:5] > alexnet[5:]", [local, host, resnet])
     assert path.spec.hosts == ("mobilenet_v2", "resnet18")
     assert path.link_sides == ("mobilenet_v2", "resnet18", "resnet18")
     check_path_trains_links_only(path)

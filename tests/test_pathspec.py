@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from codenn import PathSpecError
-from codenn.pathspec import PaperIndices, PathSpec
+from codenn.paths.spec import PaperIndices, PathSpec
 
 BLOCKS = {"alexnet": 7, "mobilenet_v2": 7, "resnet": 6}
 
@@ -98,7 +98,7 @@ def test_multi_host_chain_has_no_paper_form() -> None:
 
 def test_one_host_visit_reads_the_cross_shape_once() -> None:
     from codenn.errors import ConfigError, PathShapeError
-    from codenn.pathspec import HostVisit
+    from codenn.paths.spec import HostVisit
 
     spec = PathSpec.parse("alexnet[:1] > mobilenet_v2[1:] > alexnet[5:]")
     assert spec.one_host_visit(BLOCKS, local="alexnet", host="mobilenet_v2") == HostVisit(

@@ -9,9 +9,9 @@ import torch
 from torch import nn
 
 from codenn import BlockSplitter, PluginError, UnitSplitter, UnknownNameError, build_link, hookimpl
-from codenn.blocks import BoundarySpec
+from codenn.contracts.plugins import create_plugins
 from codenn.errors import DuplicateNameError
-from codenn.plugins import create_plugins
+from codenn.model.blocks import BoundarySpec
 
 BUILTIN = {"alexnet", "mobilenet", "resnet", "timm", "links"}
 
@@ -162,7 +162,7 @@ def test_load_plugins_env_limits_what_loads(monkeypatch) -> None:
 
 
 def test_every_hookspec_is_documented() -> None:
-    from codenn import hookspecs
+    from codenn.contracts import hookspecs
 
     doc = (Path(__file__).parents[1] / "docs" / "plugin-hooks.md").read_text()
     hooks = [n for n in dir(hookspecs) if n.startswith("codenn_")]
@@ -177,7 +177,8 @@ def test_blocksplitter_is_abstract() -> None:
 
 
 def test_register_objectives_hook(bare_plugins) -> None:
-    from codenn.cost import CostModel, PathMeasures
+    from codenn.config.cost import CostModel
+    from codenn.paths.cost import PathMeasures
 
     class Plugin:
         @hookimpl

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from codenn import ConfigError
+from codenn.config.server import ServerConfig
 from codenn.errors import HostRejectedError
 from codenn_adapters import oip
 from codenn_adapters.transports import HttpTransport
@@ -56,8 +57,8 @@ def running(segment):
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
              runtime_env={"env_vars": {"PYTHONPATH": python_path, "OMP_NUM_THREADS": "1"}})
     try:
-        yield deploy_segments([segment], tokens=TOKENS, num_replicas=2, port=free_port(), num_cpus=0.5,
-                              max_bytes=256 * 1024, ready_timeout=120)
+        yield deploy_segments([segment], tokens=TOKENS, num_replicas=2, num_cpus=0.5, ready_timeout=120,
+                              config=ServerConfig(port=free_port(), max_bytes=256 * 1024))
     finally:
         serve.shutdown()
         ray.shutdown()
@@ -69,7 +70,7 @@ def test_bad_options_fail_before_ray_starts(segment) -> None:
     with pytest.raises(ConfigError, match="num_replicas"):
         host_application([segment], tokens=TOKENS, num_replicas=0)
     with pytest.raises(ConfigError, match="needs num_replicas=1"):
-        host_application([segment], tokens=TOKENS, num_replicas=2, save_dir="x")
+        host_application([segment], tokens=TOKENS, num_replicas=2, config=ServerConfig(save_dir="x"))
     with pytest.raises(ConfigError, match="at least 8 characters"):
         host_application([segment], tokens={"local": "short"})
     with pytest.raises(ConfigError, match="both named"):
@@ -163,8 +164,8 @@ def test_one_replica_trains_like_in_process(running, segment, tmp_path) -> None:
     from codenn_adapters.ray_host import deploy_segments
 
     port = int(running.url.rsplit(":", 1)[1])
-    one = deploy_segments([segment], tokens=TOKENS, num_replicas=1, port=port, num_cpus=0.5, ready_timeout=120,
-                          save_dir=tmp_path)
+    one = deploy_segments([segment], tokens=TOKENS, num_replicas=1, num_cpus=0.5, ready_timeout=120,
+                          config=ServerConfig(port=port, save_dir=str(tmp_path)))
     here = copy.deepcopy(segment)
     x = segment.input_spec.example(batch=4)
     with HttpTransport(one.url, token=TOKENS["local"], timeout=30) as tr:
@@ -188,7 +189,8 @@ def test_serve_host_replicas_option(segment, tmp_path, monkeypatch) -> None:
     from click.testing import CliRunner
 
     from codenn.cli import cli
-    from codenn_adapters import host_segment, ray_host
+    from codenn.remote import host as host_side
+    from codenn_adapters import ray_host
 
     (tmp_path / "run").mkdir()
     (tmp_path / "tokens.json").write_text(json.dumps(TOKENS))
@@ -197,10 +199,10 @@ def test_serve_host_replicas_option(segment, tmp_path, monkeypatch) -> None:
 
     def deploy(segments, **options):
         calls.append({"segments": segments, **options})
-        return ray_host.RayHost(f"http://127.0.0.1:{options['port']}", "codenn-host", options["num_replicas"],
+        return ray_host.RayHost(f"http://127.0.0.1:{options['config'].port}", "codenn-host", options["num_replicas"],
                                 tuple(s.name for s in segments))
 
-    monkeypatch.setattr(host_segment, "segments_from_run", lambda *a, **k: [segment])
+    monkeypatch.setattr(host_side, "segments_from_run", lambda *a, **k: [segment])
     monkeypatch.setattr(ray_host, "deploy_segments", deploy)
     monkeypatch.setattr(ray_host, "serve_until_interrupted", lambda running: None)
     base = ["serve-host", "--run", str(tmp_path / "run"), "--service", "host", "--token-file",

@@ -4,7 +4,7 @@ A host that answers 200 with the wrong shape, dtype or batch, with NaN or inf, o
 usable compute time is treated like a down host: the coordinator falls back to a local route,
 counts the failure and loses nothing. The HTTP transport maps every odd answer (an error body
 that is not a JSON object, a reply too large, a body that drips in byte by byte) onto the
-failure contract of :mod:`codenn.transport`, within the call's timeout.
+failure contract of :mod:`codenn.remote.transport`, within the call's timeout.
 """
 
 from __future__ import annotations
@@ -20,12 +20,14 @@ from typing import Any
 import pytest
 import torch
 
-from codenn.blocks import BoundarySpec
-from codenn.coordinator import Coordinator, Route, RouteInfo, RoutingConfig
-from codenn.cost import CostModel
+from codenn.config.cost import CostModel
+from codenn.config.routing import RoutingConfig
+from codenn.contracts.protocols import HostReply, Transport
 from codenn.errors import BadHostReplyError, HostRejectedError, HostUnavailableError
-from codenn.paths import Path
-from codenn.transport import HostReply, Transport, check_host_reply
+from codenn.model.blocks import BoundarySpec
+from codenn.paths.composed import ComposedPath
+from codenn.remote.coordinator import Coordinator, Route, RouteInfo
+from codenn.remote.transport import check_host_reply
 from codenn_adapters import oip
 from codenn_adapters.transports import HttpTransport, InProcessTransport
 from split_helpers import SPEC, tiny
@@ -133,7 +135,7 @@ def setup():
     cross = t.path(SPEC).eval()
     segment = t.segment(cross)
     lying = LyingTransport(InProcessTransport([segment]))
-    original = Path("local[:]", t.services).eval()
+    original = ComposedPath("local[:]", t.services).eval()
     return t, cross, segment.name, lying, original
 
 

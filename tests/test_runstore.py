@@ -10,18 +10,23 @@ from dataclasses import replace
 import pytest
 import torch
 
-import codenn.evaluate
-import codenn.plugins
-import codenn.scenario
-from codenn.config import RunConfig, ServiceConfig
+import codenn.contracts.plugins
+import codenn.search.evaluate
+import codenn.search.store
+import codenn.train.scenario
+from codenn.config.base_model import DEFAULT_HOST, DEFAULT_LOCAL
+from codenn.config.run import RunConfig, ServiceConfig
+from codenn.config.search import SearchConfig
+from codenn.config.train import TrainConfig
 from codenn.errors import ConfigError, FrozenParameterError
 from codenn.fileio import atomic_json, atomic_tensors, atomic_write
-from codenn.paths import Path
-from codenn.rows import TERMS, PathRow
-from codenn.runstore import RunStore, slug
-from codenn.scenario import DEFAULT_HOST, DEFAULT_LOCAL, Scenario
-from codenn.search import Search, SearchConfig
-from codenn.train import TrainConfig
+from codenn.paths.composed import ComposedPath
+from codenn.paths.rows import TERMS, PathRow
+from codenn.paths.spec import slug
+from codenn.search.record import LinkManifest
+from codenn.search.store import RunStore
+from codenn.search.strategies import Search
+from codenn.train.scenario import Scenario
 from tiny import tiny_scenario
 
 CROSS = "local[:1] > host[1:3] > local[3:]"
@@ -82,17 +87,18 @@ def test_store_reads_back_rows_links_and_manifests(scenario, tmp_path) -> None:
     local, host, _, plugins = scenario
     services = {"local": local, "host": host}
     torch.manual_seed(1)
-    path = Path(CROSS, services, link="conv1x1", plugins=plugins)
+    path = ComposedPath(CROSS, services, link="conv1x1", plugins=plugins)
     store = RunStore(tmp_path)
     fingerprints = {n: s.fingerprint() for n, s in services.items()}
-    store.save_links(CROSS, path.links, {"link_factories": list(path.link_factories), "link_options": {},
-                                         "fingerprints": fingerprints})
+    store.save_links(CROSS, path.links, LinkManifest.from_dict({
+        "spec": CROSS, "link_factories": list(path.link_factories), "link_options": {},
+                                         "fingerprints": fingerprints}))
     store.append_row(PathRow(spec=CROSS, kind="cross", status="trained", val_accuracy=0.5))
     store.append_row(PathRow(spec=SKIP, kind="skip", status="pruned"))
     store.append_row(PathRow(spec=CROSS, kind="cross", status="trained", val_accuracy=0.7))  # trained again
     assert [(r.spec, r.val_accuracy) for r in store.rows()] == [(SKIP, None), (CROSS, 0.7)]
     assert list(store.trained()) == [CROSS]
-    assert store.manifest(CROSS)["fingerprints"] == fingerprints
+    assert store.manifest(CROSS).fingerprints == fingerprints
     host_side = store.load_links(CROSS, prefixes=("0.",))
     assert host_side and all(k.startswith("0.") for k in host_side)
     rebuilt = store.trained_path(CROSS, services)
@@ -107,10 +113,11 @@ def test_store_reads_back_rows_links_and_manifests(scenario, tmp_path) -> None:
 
 def test_a_fingerprint_mismatch_is_refused(scenario, tmp_path) -> None:
     local, host, _, plugins = scenario
-    path = Path(SKIP, {"local": local}, link="conv1x1", plugins=plugins)
+    path = ComposedPath(SKIP, {"local": local}, link="conv1x1", plugins=plugins)
     store = RunStore(tmp_path)
-    store.save_links(SKIP, path.links, {"link_factories": list(path.link_factories), "link_options": {},
-                                        "fingerprints": {"local": "0" * 64}})
+    store.save_links(SKIP, path.links, LinkManifest.from_dict({
+        "spec": SKIP, "link_factories": list(path.link_factories), "link_options": {},
+                                        "fingerprints": {"local": "0" * 64}}))
     with pytest.raises(FrozenParameterError, match="service 'local' is not the one path .* was trained on"):
         store.check_trained_on(SKIP, {"local": local.fingerprint()})
     with pytest.raises(FrozenParameterError, match="was trained on"):
@@ -120,17 +127,17 @@ def test_a_fingerprint_mismatch_is_refused(scenario, tmp_path) -> None:
 
 # -- `codenn train` writes a run every reader accepts ------------------------------------------------
 def test_a_trained_path_is_a_run_that_evaluate_serve_host_and_serve_accept(scenario, tmp_path, monkeypatch) -> None:
-    from codenn_adapters.host_segment import segments_from_run
-    from codenn_adapters.local_server import coordinator_from_run
+    from codenn.remote.host import segments_from_run
+    from codenn.remote.local_model import coordinator_from_run
     from codenn_adapters.transports import InProcessTransport
 
     local, host, splits, plugins = scenario
     run = RunConfig(local=ServiceConfig("local", replace(DEFAULT_LOCAL, size=16)),
                     hosts=(ServiceConfig("host", DEFAULT_HOST),))
     models = {DEFAULT_LOCAL.model: local.model, DEFAULT_HOST.model: host.model}
-    monkeypatch.setattr(codenn.scenario, "base_model", lambda spec, log=print: (models[spec.model], {}))
-    monkeypatch.setattr(codenn.plugins, "get_plugins", lambda: plugins)
-    monkeypatch.setattr(codenn.evaluate, "scenario_from_config", lambda cfg, log=print: Scenario(local, [host], splits))
+    monkeypatch.setattr(codenn.train.scenario, "base_model", lambda spec, log=print: (models[spec.model], {}))
+    monkeypatch.setattr(codenn.contracts.plugins, "get_plugins", lambda: plugins)
+    monkeypatch.setattr(codenn.search.store, "scenario_from_config", lambda cfg, log=print: Scenario(local, [host], splits))
     cfg = SearchConfig(train=TrainConfig(epochs=1, progress=False), profile_repeats=2)
     search = Search(local, [host], splits, cfg, plugins=plugins, run_dir=tmp_path / "run", log=lambda m: None,
                     metadata={"run_config": run.to_dict()})
@@ -141,7 +148,7 @@ def test_a_trained_path_is_a_run_that_evaluate_serve_host_and_serve_accept(scena
     assert store.selected_spec() == CROSS and store.original().status == "original"
     assert store.run_config() == run and [r.spec for r in store.rows()] == [CROSS]
 
-    (measured,) = codenn.evaluate.evaluate_run(tmp_path / "run", log=lambda m: None)
+    (measured,) = codenn.search.evaluate.evaluate_run(tmp_path / "run", log=lambda m: None)
     assert measured["spec"] == CROSS and measured["val_accuracy"] == pytest.approx(row.val_accuracy)
 
     (segment,) = segments_from_run(tmp_path / "run", "host", log=lambda m: None)

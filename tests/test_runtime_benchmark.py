@@ -5,16 +5,16 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
-from pathlib import Path as FsPath
+from pathlib import Path
 
 import pytest
 import torch
 
-from codenn.paths import Path
+from codenn.paths.composed import ComposedPath
 from tiny import tiny_scenario
 
 pytestmark = pytest.mark.onnx
-SCRIPT = FsPath(__file__).resolve().parents[1] / "benchmarks" / "runtime.py"
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "runtime.py"
 
 
 def load_script():
@@ -29,8 +29,8 @@ def test_runtime_benchmark_times_every_cpu_runtime_and_judges_the_goals(tmp_path
     bench = load_script()
     local, host, _splits, plugins = tiny_scenario(size=16)
     services = [local, host]
-    cases = [bench.Case("original", Path("local[:]", services), "none"),
-             bench.Case("paper Exp. 2 skip (lout=1, lin=4)", Path("local: lout=1 lin=4", services, plugins=plugins),
+    cases = [bench.Case("original", ComposedPath("local[:]", services), "none"),
+             bench.Case("paper Exp. 2 skip (lout=1, lin=4)", ComposedPath("local: lout=1 lin=4", services, plugins=plugins),
                         "random")]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

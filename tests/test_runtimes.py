@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from codenn.paths import Path
+from codenn.paths.composed import ComposedPath
 from codenn_adapters.onnx_export import FP32_TOLERANCE, export_path
 from codenn_adapters.runtimes import (
     OrtCpu,
@@ -39,7 +39,7 @@ def _one_thread():
 def exported(tmp_path_factory):
     local, host, splits, plugins = tiny_scenario(size=16)
     torch.manual_seed(0)
-    path = Path(SPEC, [local, host], link="conv1x1").eval()
+    path = ComposedPath(SPEC, [local, host], link="conv1x1").eval()
     result = export_path(path, tmp_path_factory.mktemp("tiny"), threads=1)
     return path, result
 

@@ -10,13 +10,17 @@ import torch
 from torch.utils.data import TensorDataset
 
 from codenn import ConfigError, UnknownNameError
-from codenn.config import FastConfig, SearchConfig, SpaceConfig
-from codenn.cost import CostModel, PathMeasures, accuracy_throughput, paper_cost
-from codenn.data import split_dataset, tensors
-from codenn.paths import Path
-from codenn.search import Search
-from codenn.service import Service
-from codenn.train import FeatureCache, TrainConfig, accuracy, init_path_links
+from codenn.config.cost import CostModel
+from codenn.config.search import FastConfig, SearchConfig, SpaceConfig
+from codenn.config.train import TrainConfig
+from codenn.model.service import Service
+from codenn.paths.composed import ComposedPath
+from codenn.paths.cost import PathMeasures, accuracy_throughput, paper_cost
+from codenn.search.strategies import Search
+from codenn.train.data import split_dataset, tensors
+from codenn.train.features import FeatureCache
+from codenn.train.lstsq import init_path_links
+from codenn.train.trainer import accuracy
 from tiny import TinyCNN, fit, tiny_scenario
 
 
@@ -53,8 +57,8 @@ def test_least_squares_init_beats_random_init(scenario, spec: str) -> None:
     xv, yv = tensors(splits.val)
     train, val = FeatureCache(services, xt), FeatureCache(services, xv)
     torch.manual_seed(0)
-    random_path = Path(spec, services, link="conv1x1", plugins=plugins)
-    ls_path = Path(spec, services, link="conv1x1", plugins=plugins)
+    random_path = ComposedPath(spec, services, link="conv1x1", plugins=plugins)
+    ls_path = ComposedPath(spec, services, link="conv1x1", plugins=plugins)
     ls_path.load_state_dict(random_path.state_dict())
     assert init_path_links(ls_path, train, samples=256, ridge=1e-3) == [True] * len(ls_path.links)
     random_acc, ls_acc = accuracy(random_path, val, yv), accuracy(ls_path, val, yv)
@@ -187,8 +191,8 @@ def test_bad_configs_are_clear_errors(scenario) -> None:
 
 
 def test_screener_shares_work_and_matches_per_path_fits(scenario) -> None:
-    from codenn.pathspace import PathSpace
-    from codenn.train import Screener
+    from codenn.paths.space import PathSpace
+    from codenn.train.screener import Screener
 
     local, host, splits, plugins = scenario
     services = {"local": local, "host": host}
@@ -198,21 +202,21 @@ def test_screener_shares_work_and_matches_per_path_fits(scenario) -> None:
     screener = Screener(train, val, yv)
     specs = [s for s in PathSpace.between(local, [host], hin=1) if s.segments[0].stop == 1][:8]
     for spec in specs:
-        alone = Path(spec, services, link="conv1x1", plugins=plugins)
-        shared = Path(spec, services, link="conv1x1", plugins=plugins)
+        alone = ComposedPath(spec, services, link="conv1x1", plugins=plugins)
+        shared = ComposedPath(spec, services, link="conv1x1", plugins=plugins)
         flags = init_path_links(alone, train, samples=256, ridge=1e-3)
         assert screener.screen(shared) == (flags, accuracy(alone, val, yv))
         for p, q in zip(alone.links.parameters(), shared.links.parameters()):
             torch.testing.assert_close(p, q, rtol=0, atol=0)
     # cross paths with lout=0, hin=1 share the entry link's fit: fewer fits than links
-    assert len(screener._fits) < sum(len(Path(s, services, plugins=plugins).links) for s in specs)
+    assert len(screener._fits) < sum(len(ComposedPath(s, services, plugins=plugins).links) for s in specs)
 
 
 def test_image_folder_splits(tmp_path) -> None:
     from PIL import Image
 
-    from codenn.data import image_folder
-    from codenn.scenario import task_splits
+    from codenn.train.data import image_folder
+    from codenn.train.tasks import task_splits
 
     rng = torch.Generator().manual_seed(0)
     for label in ("cats", "dogs"):

@@ -29,13 +29,13 @@ from safetensors.torch import load_file
 
 from codenn import hookimpl
 from codenn.cli import cli
-from codenn.config import RunConfig, from_dict
+from codenn.config.run import RunConfig, from_dict
+from codenn.contracts.plugins import create_plugins
 from codenn.errors import ConfigError, FrozenParameterError, MissingWeightsError
-from codenn.executor import InProcessExecutor, executor_for
-from codenn.pathjob import PathJob, PathJobResult, PathWorker, WorkerExpectations
-from codenn.plugins import create_plugins
-from codenn.scenario import Scenario, scenario_from_config
-from codenn.search import Search, SearchResult
+from codenn.search.executors import InProcessExecutor, executor_for
+from codenn.search.jobs import PathJob, PathJobResult, PathWorker, WorkerExpectations
+from codenn.search.strategies import Search, SearchResult
+from codenn.train.scenario import Scenario, scenario_from_config
 
 
 def small_run(toml_text: str) -> RunConfig:

@@ -11,10 +11,12 @@ from click.testing import CliRunner
 from fastapi.testclient import TestClient
 
 from codenn.cli import cli
-from codenn.config import from_dict
-from codenn.paths import Path
-from codenn.rows import PathRow
-from codenn.runstore import RunStore
+from codenn.config.run import from_dict
+from codenn.fileio import atomic_json
+from codenn.paths.composed import ComposedPath
+from codenn.paths.rows import PathRow
+from codenn.search.record import LinkManifest
+from codenn.search.store import RunStore
 from codenn_adapters import oip
 
 TOKENS = {"mnv3": "local-provider-token-0123"}
@@ -58,9 +60,9 @@ def test_serve_host_help_and_errors(runner, tmp_path) -> None:
 def test_serve_host_serves_a_runs_cross_paths(runner, tmp_path, monkeypatch) -> None:
     """A run directory (as `codenn search` writes it) -> host segments with only host-side links."""
     monkeypatch.setenv("CODENN_CACHE", str(tmp_path / "cache"))
-    from codenn.scenario import base_model
-    from codenn.service import Service
-    from codenn_adapters.host_segment import segments_from_run
+    from codenn.model.service import Service
+    from codenn.remote.host import segments_from_run
+    from codenn.train.base_models import base_model
     from codenn_adapters.host_server import create_app
 
     run = from_dict(RUN_CONFIG)
@@ -69,14 +71,15 @@ def test_serve_host_serves_a_runs_cross_paths(runner, tmp_path, monkeypatch) -> 
     model, _ = base_model(replace(run.hosts[0].base, size=32))  # hosts run at the local input size
     host = Service("host", model, input_shape=(3, 32, 32), architecture="mobilenet_v3_small")
     spec = "mnv3[:1] > host[1:3] > mnv3[3:]"
-    path = Path(spec, [local, host], link="conv1x1").eval()
+    path = ComposedPath(spec, [local, host], link="conv1x1").eval()
     store = RunStore(tmp_path / "run")
     canonical = str(path.spec)
-    store.save_links(canonical, path.links, {"link_factories": list(path.link_factories), "link_options": {},
-                                             "fingerprints": {"mnv3": local.fingerprint(), "host": host.fingerprint()}})
+    store.save_links(canonical, path.links, LinkManifest.from_dict({
+        "spec": canonical, "link_factories": list(path.link_factories), "link_options": {},
+                                             "fingerprints": {"mnv3": local.fingerprint(), "host": host.fingerprint()}}))
     store.append_row(PathRow(spec=canonical, kind="cross", status="trained"))
     store.append_row(PathRow(spec="mnv3[:2] > mnv3[4:]", kind="skip", status="trained"))  # a skip path: nothing for the host
-    store.write_json("run.json", {"services": {"mnv3": local.card.to_dict(), "host": host.card.to_dict()},
+    atomic_json(store.root / "run.json", {"services": {"mnv3": local.card.to_dict(), "host": host.card.to_dict()},
                                   "metadata": {"run_config": run.to_dict()}})
     res = runner.invoke(cli, ["serve-host", "--run", "run", "--service", "host", "--token-file", "tokens.json", "--check"])
     assert res.exit_code == 0, res.output

@@ -135,7 +135,7 @@ def test_stale_run_directories_are_replaced_and_others_kept(bench, tmp_path) -> 
 
 
 def test_best_trained_path_is_the_lowest_cost(bench) -> None:
-    from codenn.rows import PathRow
+    from codenn.paths.rows import PathRow
 
     rows = {s: PathRow.from_dict({"spec": s, "status": st, "cost": c}) for s, st, c in (
         ("a[:1] > a[3:]", "trained", 1.2), ("a[:2] > a[3:]", "trained", 0.9), ("a[:1] > a[2:]", "pruned", 0.1),

@@ -6,10 +6,12 @@ import pytest
 import torch
 
 from codenn import ConfigError
+from codenn.config.train import TrainConfig
 from codenn.errors import HostRejectedError, PathSpecError
-from codenn.split_train import RemotePath, SplitTrainer
-from codenn.train import LinkTrainer, TrainConfig
-from codenn_adapters.host_segment import HostSegment
+from codenn.remote.leg import RemotePath
+from codenn.remote.segment import HostSegment
+from codenn.remote.split_trainer import SplitTrainer
+from codenn.train.trainer import LinkTrainer
 from codenn_adapters.transports import InProcessTransport
 from split_helpers import CONFIG, clone_links, tiny
 

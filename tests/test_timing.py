@@ -1,4 +1,4 @@
-"""codenn.timing: one sampler, raw seconds, and the summaries every timer derives from it."""
+"""codenn.model.timing: one sampler, raw seconds, and the summaries every timer derives from it."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from codenn.coordinator import nominal_latency_us
 from codenn.errors import ConfigError
-from codenn.timing import Samples, sample
+from codenn.model.timing import Samples, sample
+from codenn.remote.coordinator import nominal_latency_us
 
 
 def small_net() -> nn.Module:
@@ -74,8 +74,8 @@ def test_bad_input_is_a_clear_error(make, message: str) -> None:
 
 
 def test_profile_keeps_microseconds() -> None:
-    from codenn.blocks import BoundarySpec
-    from codenn.profile import time_module
+    from codenn.model.blocks import BoundarySpec
+    from codenn.model.profile import time_module
 
     us = time_module(small_net(), BoundarySpec.for_input((3, 16, 16)), batch_size=2, repeats=5)
     assert 0 < us < 1e6  # µs per call: well under a second, well over a nanosecond

@@ -11,9 +11,9 @@ import torchvision
 from torch import nn
 
 from codenn import Service, SplitError
-from codenn.blocks import FrozenBlock, run_blocks
-from codenn.plugins import Plugins, create_plugins
-from codenn.splitters import find_splitter
+from codenn.contracts.plugins import Plugins, create_plugins
+from codenn.contracts.splitters import find_splitter
+from codenn.model.blocks import FrozenBlock, run_blocks
 from codenn_plugins import timm_features
 from codenn_plugins.timm_features import TimmFeatureSplitter
 

@@ -9,9 +9,10 @@ import time
 import pytest
 import torch
 
+from codenn.contracts.plugins import create_plugins
+from codenn.contracts.protocols import HostReply, Transport
 from codenn.errors import HostRejectedError, HostUnavailableError, TransportError
-from codenn.plugins import create_plugins
-from codenn.transport import HostReply, Transport, make_transport
+from codenn.remote.transport import make_transport
 from codenn_adapters import oip
 from codenn_adapters.transports import HttpTransport, InProcessTransport
 from split_helpers import tiny
@@ -248,7 +249,7 @@ def test_register_transports_hook(bare_plugins, segment) -> None:
     assert bare_plugins.transports.owner("sim") == "throwaway"
     assert bare_plugins.transports.entry("sim").description == "simulated host"
     assert isinstance(make_transport("sim", plugins=bare_plugins, segments=segment), InProcessTransport)
-    wrong_kind = r"'not-a-transport' \(plugin 'throwaway'\) returned object; it must return a codenn.transport.Transport"
+    wrong_kind = r"'not-a-transport' \(plugin 'throwaway'\) returned object; it must return a codenn.remote.transport.Transport"
     with pytest.raises(PluginError, match=wrong_kind):
         make_transport("not-a-transport", plugins=bare_plugins)
     with pytest.raises(UnknownNameError, match="Available names: 'not-a-transport', 'sim'"):

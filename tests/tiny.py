@@ -7,9 +7,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from codenn import Service, UnitSplitter, hookimpl
-from codenn.data import split_dataset, tensors
-from codenn.plugins import Plugins, create_plugins
-from codenn.synthetic import digits, shapes
+from codenn.contracts.plugins import Plugins, create_plugins
+from codenn.train.data import split_dataset, tensors
+from codenn.train.synthetic import digits, shapes
 
 
 class TinyCNN(nn.Sequential):

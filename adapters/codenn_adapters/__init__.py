@@ -1,17 +1,23 @@
-"""codenn adapters: ONNX export of paths and the runtimes that run them.
+"""codenn adapters: what needs a third-party runtime or server library, as thin shells over the core.
 
-- :mod:`codenn_adapters.onnx_export`: split a path into the parts each provider serves, export
-  them (and the merged path) to ONNX, check them (onnx.checker, parity with PyTorch, no other
-  provider's tensors in a file). ``codenn export`` is its command line.
+- :mod:`codenn_adapters.onnx_export`: a path to ONNX files per provider side and merged, checked
+  (onnx.checker, parity with PyTorch, no other provider's tensors in a file); ``codenn export``.
 - :mod:`codenn_adapters.runtimes`: torch eager, torch CUDA graphs, ONNX Runtime CPU and CUDA
   (IO binding, CUDA graphs), registered through the ``codenn_register_runtimes`` hook.
-- :mod:`codenn_adapters.host_segment`, :mod:`codenn_adapters.host_server`,
-  :mod:`codenn_adapters.oip`, :mod:`codenn_adapters.transports`: a host provider's served
-  segments, its Open Inference Protocol server, and the ``in-process`` / ``http`` transports
-  (``codenn_register_transports``). See docs/deployment.md.
+- :mod:`codenn_adapters.host_server`, :mod:`codenn_adapters.oip`, :mod:`codenn_adapters.server_limits`:
+  the FastAPI/uvicorn shell of both servers over :class:`codenn.remote.dataplane.DataPlane`, the
+  Open Inference Protocol messages, uvicorn's header deadline.
+- :mod:`codenn_adapters.transports`: the ``in-process`` and ``http`` (httpx) transports
+  (``codenn_register_transports``).
+- :mod:`codenn_adapters.ray_host`, :mod:`codenn_adapters.ray_search`: a host on Ray Serve replicas
+  and the ``ray`` search executor (optional extra ``codenn[ray]``).
+- :mod:`codenn_adapters.commands`: ``codenn export``, ``serve-host`` and ``serve``
+  (``codenn_register_commands``).
 
-Names are imported lazily: codenn loads :mod:`codenn_adapters.runtimes` with every plugin set,
-and neither onnx nor onnxruntime should be imported for that.
+The host's part of a path, split-training state, access rights and the local server's model are
+in :mod:`codenn.remote`: they need only torch. Names are imported lazily: codenn loads
+:mod:`codenn_adapters.runtimes` with every plugin set, and neither onnx nor onnxruntime should be
+imported for that.
 """
 
 from __future__ import annotations
@@ -41,8 +47,7 @@ _EXPORTS = {
     "Timing": "runtimes",
     "DeviceUnavailableError": "runtimes",
     "RuntimeFailure": "runtimes",
-    "HostSegment": "host_segment",
-    "segments_from_run": "host_segment",
+    "HostServer": "host_server",
     "create_app": "host_server",
     "InProcessTransport": "transports",
     "HttpTransport": "transports",

@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from codenn.errors import CodennError
+from codenn.errors import BoundaryMismatchError, CodennError
+from codenn.remote.served import OIP_DATATYPES, oip_datatype
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 """HTTP header naming the JSON header's byte length when binary tensor data follows it."""
@@ -30,21 +31,9 @@ HEADER_LENGTH = "Inference-Header-Content-Length"
 JSON_TYPE = "application/json"
 BINARY_TYPE = "application/octet-stream"
 
-# OIP datatype -> (numpy little-endian dtype, torch dtype)
-DATATYPES: dict[str, tuple[str, torch.dtype]] = {
-    "FP32": ("<f4", torch.float32),
-    "FP16": ("<f2", torch.float16),
-    "FP64": ("<f8", torch.float64),
-    "INT8": ("i1", torch.int8),
-    "INT16": ("<i2", torch.int16),
-    "INT32": ("<i4", torch.int32),
-    "INT64": ("<i8", torch.int64),
-    "UINT8": ("u1", torch.uint8),
-    "BOOL": ("?", torch.bool),
-}
+DATATYPES = OIP_DATATYPES
 MAX_DIMS = 8
 MAX_DIM_SIZE = 2**31 - 1
-_BY_TORCH = {t: name for name, (_, t) in DATATYPES.items()}
 
 
 class ProtocolError(CodennError):
@@ -91,10 +80,10 @@ class InferResponseHeader(BaseModel):
 
 def datatype_of(dtype: torch.dtype | str) -> str:
     """The OIP datatype name of a torch dtype (or a BoundarySpec dtype string such as 'float32')."""
-    t = getattr(torch, dtype) if isinstance(dtype, str) else dtype
-    if t not in _BY_TORCH:
-        raise ProtocolError(f"dtype {dtype} has no Open Inference Protocol datatype; supported: {sorted(DATATYPES)}")
-    return _BY_TORCH[t]
+    try:
+        return oip_datatype(dtype)
+    except BoundaryMismatchError as exc:
+        raise ProtocolError(str(exc)) from None
 
 
 # --------------------------------------------------------------------------------------------

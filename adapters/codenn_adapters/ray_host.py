@@ -22,17 +22,16 @@ it, deploying raises :class:`RayMissingError` (a ``CodennError``).
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path as FsPath
 from typing import Any
 
+from codenn.config.server import ServerConfig
 from codenn.errors import ConfigError
-from codenn_adapters.access import AccessList, access_from
-from codenn_adapters.host_segment import HostSegment
-from codenn_adapters.host_server import DEFAULT_MAX_BYTES, create_app
+from codenn.remote.access import AccessList, access_from
+from codenn.remote.segment import HostSegment
+from codenn_adapters.host_server import create_app
 from codenn_adapters.ray_support import RayMissingError
 
 REPLICA_HEADER = "codenn-replica"
@@ -123,14 +122,16 @@ def host_application(
     *,
     tokens: Mapping[str, Any] | AccessList,
     num_replicas: int = 2,
-    max_bytes: int = DEFAULT_MAX_BYTES,
+    config: ServerConfig | None = None,
     num_cpus: float = 1.0,
     num_gpus: float = 0.0,
-    save_dir: str | os.PathLike[str] | None = None,
 ) -> Any:
     """The bound Ray Serve application (``serve.Application``) serving ``segments`` on
     ``num_replicas`` replicas of ``num_cpus`` CPUs (and ``num_gpus`` GPUs: segments built on a
-    CUDA device need one) each; pass it to ``serve.run``. Bad options fail before Ray is touched."""
+    CUDA device need one) each; pass it to ``serve.run``. ``config`` gives the app's limits and
+    ``save_dir`` (Serve's proxy owns the address). Bad options fail before Ray is touched."""
+    cfg = config or ServerConfig()
+    save_dir = cfg.save_dir
     if not isinstance(num_replicas, int) or isinstance(num_replicas, bool) or num_replicas < 1:
         raise ConfigError(f"num_replicas={num_replicas!r} must be an integer >= 1")
     if not num_cpus > 0 or not num_gpus >= 0:
@@ -141,9 +142,8 @@ def host_application(
     if num_replicas > 1:
         refused = (f"it runs {num_replicas} Ray Serve replicas and a train/backward must reach the replica that "
                    "ran its train/forward; train on a host with one replica (--replicas 1 or plain serve-host)")
-    app = ReplicaApp(segments, {"tokens": access_from(tokens), "max_bytes": max_bytes, "training_refused": refused,
-                             "save_dir": None if save_dir is None else FsPath(save_dir)})
-    app.build()  # the same checks as serve-host (tokens, max_bytes, names), here rather than in a replica
+    app = ReplicaApp(segments, {"tokens": access_from(tokens), "config": cfg, "training_refused": refused})
+    app.build()  # the same checks as serve-host (tokens, limits, names), here rather than in a replica
     _, serve = _ray()
 
     @serve.deployment(name="CodennHost", num_replicas=num_replicas,
@@ -175,22 +175,21 @@ def deploy_segments(
     *,
     tokens: Mapping[str, Any] | AccessList,
     num_replicas: int = 2,
-    host: str = "127.0.0.1",
-    port: int = 8000,
-    max_bytes: int = DEFAULT_MAX_BYTES,
+    config: ServerConfig | None = None,
     num_cpus: float = 1.0,
     num_gpus: float = 0.0,
-    save_dir: str | os.PathLike[str] | None = None,
     app_name: str = DEFAULT_APP,
     address: str | None = None,
     ready_timeout: float = 60.0,
 ) -> RayHost:
-    """Deploy ``segments`` on Ray Serve at ``http://host:port`` (route ``/``) and wait until it
+    """Deploy ``segments`` on Ray Serve at ``http://config.bind:config.port`` (route ``/``) and wait until it
     answers. Joins the Ray cluster at ``address`` (None: ``RAY_ADDRESS`` or a new local one)
     unless this process is already connected. Serve's HTTP address is fixed when Serve first
     starts on a cluster; a Serve already listening elsewhere is reported, not silently used."""
-    application = host_application(segments, tokens=tokens, num_replicas=num_replicas, max_bytes=max_bytes,
-                                   num_cpus=num_cpus, num_gpus=num_gpus, save_dir=save_dir)
+    cfg = config or ServerConfig(port=8000)
+    host, port = cfg.bind, cfg.port
+    application = host_application(segments, tokens=tokens, num_replicas=num_replicas, config=cfg, num_cpus=num_cpus,
+                                   num_gpus=num_gpus)
     ray, serve = _ray()
     models = tuple(segments) if isinstance(segments, Mapping) else tuple(s.name for s in segments)
     if not ray.is_initialized():

@@ -29,10 +29,10 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from codenn import hookimpl
-from codenn.config import RunConfig, from_dict
+from codenn.config.run import RunConfig, from_dict
+from codenn.contracts.registry import Register
 from codenn.errors import CodennError, ConfigError, ExecutorError
-from codenn.pathjob import PathJob, PathJobResult, PathWorker, WorkerExpectations, worker_name
-from codenn.registry import Register
+from codenn.search.jobs import PathJob, PathJobResult, PathWorker, WorkerExpectations, worker_name
 from codenn_adapters.ray_support import import_ray
 
 SETUP_TIMEOUT_S = 600.0
@@ -69,7 +69,7 @@ def check_reachable(address: str, timeout: float = 3.0) -> None:
 
 
 class SearchWorkerActor:
-    """One Ray actor: a :class:`~codenn.pathjob.PathWorker` built from the run's configuration."""
+    """One Ray actor: a :class:`~codenn.search.jobs.PathWorker` built from the run's configuration."""
 
     def __init__(self, run: dict[str, Any], expected: WorkerExpectations, threads: int) -> None:
         import torch

@@ -32,10 +32,10 @@ import torch
 from torch import nn
 
 from codenn import hookimpl
+from codenn.contracts.plugins import Plugins, get_plugins
+from codenn.contracts.protocols import Runtime
 from codenn.errors import CodennError, ConfigError
-from codenn.plugins import Plugins, get_plugins
-from codenn.protocols import Runtime
-from codenn.timing import Samples, sample
+from codenn.model.timing import Samples, sample
 
 
 class DeviceUnavailableError(ConfigError):
@@ -359,7 +359,7 @@ class OrtCuda:
 @dataclass(frozen=True)
 class Timing:
     """Latency of one runtime on one batch size, milliseconds per call (the runtime benchmark's
-    unit; the samples behind it are seconds, :mod:`codenn.timing`)."""
+    unit; the samples behind it are seconds, :mod:`codenn.model.timing`)."""
 
     runtime: str
     device: str

@@ -1,40 +1,16 @@
-"""How long and how much a codenn server gives each connection: limits a hostile peer meets.
+"""The header deadline a hostile peer meets (the limits themselves: :class:`codenn.config.server.ServerConfig`).
 
 uvicorn bounds concurrent requests (``limit_concurrency``: 503 above, which a local side reads
 as "host overloaded" and falls back), idle keep-alive connections and header size, but it has
 no deadline for a request's *headers*: a client that drips one header byte a second holds a
 connection forever. :func:`deadline_protocol` adds that deadline to uvicorn's h11 protocol.
-Body and answer deadlines live in the app (:func:`codenn_adapters.host_server.create_app`).
+Body and answer deadlines live in the app (:class:`codenn_adapters.host_server.HostServer`).
 """
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 from typing import Any
-
-from codenn.errors import ConfigError
-
-
-@dataclass(frozen=True)
-class ServerLimits:
-    """uvicorn's connection limits, with the defaults ``serve-host`` and ``serve`` document."""
-
-    limit_concurrency: int = 64
-    """Connections and requests at once; more get 503."""
-    keep_alive_s: int = 5
-    """Seconds an idle keep-alive connection stays open."""
-    header_timeout_s: float = 10.0
-    """Seconds a client has to send a request's headers, from connecting or from the last answer."""
-    max_header_bytes: int = 16 * 1024
-    """Largest request head (request line and headers) accepted."""
-
-    def __post_init__(self) -> None:
-        if self.limit_concurrency < 1 or self.keep_alive_s < 1 or not self.header_timeout_s > 0 \
-                or self.max_header_bytes < 1024:
-            raise ConfigError(f"server limits: limit_concurrency={self.limit_concurrency} and keep_alive_s="
-                              f"{self.keep_alive_s} must be >= 1, header_timeout_s={self.header_timeout_s} > 0, "
-                              f"max_header_bytes={self.max_header_bytes} >= 1024")
 
 
 def deadline_protocol(header_timeout_s: float) -> type[asyncio.Protocol]:

@@ -1,19 +1,19 @@
 """Built-in transports, registered through the ``codenn_register_transports`` hook.
 
 ============== ======================================================================================
-``in-process`` calls :class:`~codenn_adapters.host_segment.HostSegment` objects directly, copying
+``in-process`` calls :class:`~codenn.remote.segment.HostSegment` objects directly, copying
                tensors as the wire would; injectable delay, bandwidth and failures for tests and
                simulation (:class:`InProcessTransport`)
 ``http``       an httpx client to a host server speaking OIP v2 with binary tensors
                (:class:`HttpTransport`; ``codenn serve-host`` runs such a server)
 ============== ======================================================================================
 
-Both follow the contract in :mod:`codenn.transport`: a down, unreachable, overloaded (5xx) or
+Both follow the contract in :mod:`codenn.remote.transport`: a down, unreachable, overloaded (5xx) or
 too slow host raises :class:`~codenn.errors.HostUnavailableError`; a refused request (401, 404,
 409, 413, 422) raises :class:`~codenn.errors.HostRejectedError` with the host's message; a 200
 answer that cannot serve the call (unreadable, too large, no numeric ``host_compute_s``) raises
 :class:`~codenn.errors.BadHostReplyError`. Whether an output fits the boundary its caller needs
-is the caller's check (:func:`codenn.transport.check_host_reply`): only it knows the boundary.
+is the caller's check (:func:`codenn.remote.transport.check_host_reply`): only it knows the boundary.
 
 This module is imported with every plugin set, so httpx is imported lazily.
 """
@@ -33,6 +33,7 @@ from urllib.parse import quote
 import torch
 
 from codenn import hookimpl
+from codenn.contracts.protocols import HostReply
 from codenn.errors import (
     BadHostReplyError,
     BoundaryMismatchError,
@@ -41,9 +42,8 @@ from codenn.errors import (
     HostUnavailableError,
     TransportError,
 )
-from codenn.served import Served, ServedModel
-from codenn.transport import HostReply
-from codenn_adapters.split_state import SegmentStateError
+from codenn.remote.served import Served, ServedModel
+from codenn.remote.split_state import SegmentStateError
 
 
 def _nbytes(t: torch.Tensor) -> int:
@@ -51,7 +51,7 @@ def _nbytes(t: torch.Tensor) -> int:
 
 
 class InProcessTransport:
-    """A host in the same process: the served models (:class:`codenn.served.ServedModel`, e.g.
+    """A host in the same process: the served models (:class:`codenn.remote.served.ServedModel`, e.g.
     host segments) are called directly, tensors are copied.
 
     Simulation knobs (attributes, so a test can change them mid-run):

@@ -16,15 +16,15 @@ import statistics
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path as FsPath
+from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(FsPath(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import paper_common as pc  # noqa: E402
 
-from codenn.paths import Path  # noqa: E402
-from codenn.profile import time_module  # noqa: E402
+from codenn.model.profile import time_module  # noqa: E402
+from codenn.paths.composed import ComposedPath  # noqa: E402
 
 NAME = "exp2_alexnet_skip"
 LINKS = {"normal": "conv3x3", "reduced25": "reduced25", "reduced5": "reduced5"}
@@ -73,9 +73,9 @@ def run(opts: pc.Options, louts: Sequence[int] | None = None, link_kinds: Sequen
             rows.append({**row, "link_kind": "normal_random_init"})
     lab.verify_frozen()
     spec = lab.local.input_spec
-    latency = {"original": time_module(Path(f"{pc.LOCAL}[:]", lab.services), spec, repeats=timing_repeats) / 1e3}
+    latency = {"original": time_module(ComposedPath(f"{pc.LOCAL}[:]", lab.services), spec, repeats=timing_repeats) / 1e3}
     for lout, lin in pairs:
-        path = Path(pc.skip_spec(lout, lin), lab.services, link=LINKS["normal"])
+        path = ComposedPath(pc.skip_spec(lout, lin), lab.services, link=LINKS["normal"])
         latency[f"{lout}->{lin}"] = time_module(path, spec, repeats=timing_repeats) / 1e3
     result = {"experiment": NAME, "paper": PAPER, "pairs": [list(p) for p in pairs], "link_kinds": list(link_kinds),
               "base_models": pc.base_models(lab), "original": original, "rows": rows, "latency_ms": latency,
@@ -123,7 +123,7 @@ def summarise(rows: list[dict[str, Any]], original: dict[str, Any], latency: dic
     return out
 
 
-def plot(result: dict[str, Any], target: FsPath) -> None:
+def plot(result: dict[str, Any], target: Path) -> None:
     """Fig. 5a (accuracy per skip path and link kind) and Fig. 5b (link vs skipped parameters)."""
     plt = pc.pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(14, 4.2))

@@ -25,12 +25,12 @@ sys.path.insert(0, str(FsPath(__file__).resolve().parent))
 
 import paper_common as pc  # noqa: E402
 
-from codenn.config import FastConfig, SearchConfig  # noqa: E402
-from codenn.cost import CostModel  # noqa: E402
-from codenn.data import Splits  # noqa: E402
-from codenn.rows import TERMS  # noqa: E402
-from codenn.runstore import RunStore  # noqa: E402
-from codenn.search import Search  # noqa: E402
+from codenn.config.cost import CostModel  # noqa: E402
+from codenn.config.search import FastConfig, SearchConfig  # noqa: E402
+from codenn.paths.rows import TERMS  # noqa: E402
+from codenn.search.store import RunStore  # noqa: E402
+from codenn.search.strategies import Search  # noqa: E402
+from codenn.train.data import Splits  # noqa: E402
 
 NAME = "exp4_path_selection"
 HOST = "mobilenet_letters"

@@ -22,23 +22,28 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path as FsPath
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from codenn.data import Splits, tensors
+from codenn.config.base_model import DEFAULT_HOST, DEFAULT_LOCAL, BaseModelSpec
+from codenn.config.train import TrainConfig
 from codenn.errors import ConfigError, FrozenParameterError
-from codenn.links import build_link
-from codenn.models import load_model
-from codenn.paths import Path
-from codenn.scenario import DEFAULT_HOST, DEFAULT_LOCAL, BaseModelSpec, base_model, cache_dir, recalibrate_batchnorm, task_splits
-from codenn.service import Service
-from codenn.train import FeatureCache, LinkTrainer, TrainConfig, accuracy, init_path_links, path_seed
+from codenn.model.loading import load_model
+from codenn.model.service import Service
+from codenn.paths.composed import ComposedPath
+from codenn.paths.links import build_link
+from codenn.train.base_models import base_model, cache_dir, recalibrate_batchnorm
+from codenn.train.data import Splits, tensors
+from codenn.train.features import FeatureCache
+from codenn.train.lstsq import init_path_links
+from codenn.train.tasks import task_splits
+from codenn.train.trainer import LinkTrainer, accuracy, path_seed
 
 Log = Callable[[str], None]
-ROOT = FsPath(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results" / "paper"
 FIGURES = ROOT / "docs" / "figures" / "experiments"
 LOCAL = "alexnet"  # the local service's name (architecture: DEFAULT_LOCAL.model, alexnet_cifar)
@@ -135,9 +140,9 @@ RANDOM_HOSTS: dict[str, tuple[str, str]] = {  # name -> (architecture, task for 
 _USER_CACHE = cache_dir()
 
 
-def use_cache(opts: Options) -> FsPath:
+def use_cache(opts: Options) -> Path:
     """Point codenn's base-model cache at the experiments' folder (set before any base_model call)."""
-    root = FsPath(opts.cache) if opts.cache else _USER_CACHE / "experiments"
+    root = Path(opts.cache) if opts.cache else _USER_CACHE / "experiments"
     os.environ["CODENN_CACHE"] = str(root)
     return root
 
@@ -228,7 +233,7 @@ class Lab:
                 raise FrozenParameterError(f"service {s.name!r} has trainable parameters")
 
     def original_accuracy(self, part: str = "test") -> float:
-        path = Path(f"{LOCAL}[:]", self.services)
+        path = ComposedPath(f"{LOCAL}[:]", self.services)
         return accuracy(path, self.caches[part], self.data[part][1])
 
 
@@ -294,7 +299,7 @@ def train_path(lab: Lab, spec: str, link: str = "paper", *, ls_init: bool = True
     t0 = time.perf_counter()
     cfg = lab.opts.train_config(ls_init=ls_init)
     torch.manual_seed(path_seed(cfg.seed, f"{spec}|{link}"))
-    path = Path(spec, lab.services, link=link, links=links)
+    path = ComposedPath(spec, lab.services, link=link, links=links)
     (_, ytr), (_, yval), (_, yte) = lab.data["train"], lab.data["val"], lab.data["test"]
     fitted: list[bool] = []
     ls_acc = None
@@ -326,7 +331,7 @@ def train_path(lab: Lab, spec: str, link: str = "paper", *, ls_init: bool = True
 
 
 def original_row(lab: Lab) -> dict[str, Any]:
-    st = Path(f"{LOCAL}[:]", lab.services).stats()
+    st = ComposedPath(f"{LOCAL}[:]", lab.services).stats()
     return {"label": "original", "spec": f"{LOCAL}[:]", "val_accuracy": lab.original_accuracy("val"),
             "test_accuracy": lab.original_accuracy("test"), "local_params": st.local_params,
             "local_gflops": st.local_flops / 1e9}
@@ -370,13 +375,13 @@ def base_models(lab: Lab) -> dict[str, Any]:
     return out
 
 
-def write_json(path: FsPath, data: Mapping[str, Any]) -> None:
+def write_json(path: Path, data: Mapping[str, Any]) -> None:
     from codenn.fileio import atomic_write
 
     atomic_write(path, json.dumps(data, indent=2, default=str).encode())
 
 
-def save_figure(fig: Any, path: FsPath) -> None:
+def save_figure(fig: Any, path: Path) -> None:
     """Small PNGs (dpi 90), written atomically."""
     import matplotlib.pyplot as plt
 
@@ -397,15 +402,15 @@ def pyplot() -> Any:
     return plt
 
 
-def finish(name: str, result: dict[str, Any], opts: Options, t0: float, plot: Callable[[dict[str, Any], FsPath], None],
+def finish(name: str, result: dict[str, Any], opts: Options, t0: float, plot: Callable[[dict[str, Any], Path], None],
            log: Log = print) -> dict[str, Any]:
     """Stamp wall time and environment, write ``<out_dir>/<name>.json`` and ``<fig_dir>/<name>.png``."""
     result["frozen_verified"] = True
     result["environment"] = environment(opts)
     result["wall_seconds"] = round(time.perf_counter() - t0, 1)
     result["process_cpu_seconds"] = round(cpu_seconds(), 1)
-    out = FsPath(opts.out_dir) / f"{name}.json"
-    fig = FsPath(opts.fig_dir) / f"{name}.png"
+    out = Path(opts.out_dir) / f"{name}.json"
+    fig = Path(opts.fig_dir) / f"{name}.png"
     plot(result, fig)
     result["figure"] = str(fig.relative_to(ROOT)) if fig.is_relative_to(ROOT) else str(fig)
     write_json(out, result)

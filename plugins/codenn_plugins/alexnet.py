@@ -13,8 +13,7 @@ from torch import nn
 from torchvision.models import AlexNet
 
 from codenn import hookimpl
-from codenn.splitters import BlockSplitter, NamedModule, UnitSplitter
-from codenn_plugins._units import head
+from codenn.contracts.splitters import BlockSplitter, NamedModule, UnitSplitter
 
 
 class AlexNetSplitter(UnitSplitter):
@@ -34,7 +33,7 @@ class AlexNetSplitter(UnitSplitter):
             ("conv3", f[6:8]),
             ("conv4", f[8:10]),
             ("conv5", f[10:13]),
-            ("fc6", head(model.avgpool, nn.Flatten(1), *c[0:3])),
+            ("fc6", nn.Sequential(model.avgpool, nn.Flatten(1), *c[0:3])),
             ("fc7", c[3:6]),
             ("fc8", c[6]),
         ]

@@ -14,7 +14,7 @@ shallowest first), each new cut placed in the block of most FLOPs, nearest its F
 when stages run out, any other valid cut the same way. FLOPs come from one probe forward in eval
 mode (torch.utils.flop_counter) at the model's configured input size.
 
-It is a fallback splitter: :func:`codenn.splitters.find_splitter` asks it only when no other
+It is a fallback splitter: :func:`codenn.contracts.splitters.find_splitter` asks it only when no other
 splitter handles the model, so the hand-written partitions (AlexNet's 7 blocks, ...) win.
 """
 
@@ -31,8 +31,8 @@ from torch import fx, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from codenn import hookimpl
+from codenn.contracts.splitters import BlockSplitter, NamedModule
 from codenn.errors import SplitError
-from codenn.splitters import BlockSplitter, NamedModule
 from codenn_plugins._fx import (
     Root,
     TracedBlock,

@@ -30,15 +30,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from codenn.blocks import BoundarySpec
 from codenn.errors import BoundaryMismatchError, ConfigError
-from codenn_plugins.links import (
+from codenn.model.blocks import BoundarySpec
+from codenn_plugins.link_parts import (
     POOL_MODES,
     ConvLink,
-    _options,
-    _spatial,
     default_width,
     describe_layout,
+    link_options,
+    spatial_resampler,
 )
 
 PREFIX_MODES = ("carry", "pool")
@@ -172,7 +172,7 @@ def _form(factory: str, src: BoundarySpec, dst: BoundarySpec, opts: Mapping[str,
         resample: nn.Module = nn.Identity()
         mode = "none"
     else:
-        resample, mode, _ = _spatial(factory, src_grid, dst_grid, opts["resample"], opts["pool_mode"])
+        resample, mode, _ = spatial_resampler(factory, src_grid, dst_grid, opts["resample"], opts["pool_mode"])
     adapter = LayoutAdapter(src, dst, src_grid, resample, opts["prefix"], 1)
     return _Form(adapter, f"{src.layout}->{dst.layout} {mode}", src.channels, dst.channels,
                  dst.layout == "NCHW", nn.Identity())
@@ -184,7 +184,7 @@ def _layer(form: _Form, cin: int, cout: int) -> nn.Module:
 
 def _build(factory: str, src: BoundarySpec, dst: BoundarySpec, given: Mapping[str, Any],
            defaults: Mapping[str, Any]) -> ConvLink:
-    opts = _options(factory, given, defaults, _CHOICES)
+    opts = link_options(factory, given, defaults, _CHOICES)
     form = _form(factory, src, dst, opts)
     if factory == "linear":
         body = nn.Sequential(_layer(form, form.cin, form.cout))

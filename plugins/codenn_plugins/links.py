@@ -30,99 +30,24 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-import torch.nn.functional as F
 from torch import nn
 
 from codenn import hookimpl
-from codenn.blocks import BoundarySpec
-from codenn.errors import BoundaryMismatchError, ConfigError
-
-RESAMPLE_MODES = ("auto", "conv", "pool", "interpolate")
-POOL_MODES = ("max", "avg")
-ACTIVATIONS = ("relu", "none")
+from codenn.errors import BoundaryMismatchError
+from codenn.model.blocks import BoundarySpec
+from codenn_plugins.layout_links import LAYOUT_LINKS
+from codenn_plugins.link_parts import (
+    CONV_LAYOUTS,
+    LAYOUT_FACTORIES,
+    ConvLink,
+    default_width,
+    describe_layout,
+    link_options,
+    spatial_resampler,
+)
 
 # Options every factory accepts, with their defaults.
 _COMMON: dict[str, Any] = {"resample": "auto", "pool_mode": "max", "flat_pool": 1}
-
-
-# --------------------------------------------------------------------------------------------
-# Modules
-# --------------------------------------------------------------------------------------------
-class Resize(nn.Module):
-    """Parameter-free bilinear resize to a fixed (H, W): any ratio, up or down."""
-
-    def __init__(self, size: tuple[int, int]) -> None:
-        super().__init__()
-        self.size = (int(size[0]), int(size[1]))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.interpolate(x, size=self.size, mode="bilinear", align_corners=False)
-
-    def extra_repr(self) -> str:
-        return f"size={self.size}, mode='bilinear', align_corners=False"
-
-
-class ConvLink(nn.Module):
-    """A link: ``reshape(body(resample(x)))``. Every built-in factory returns one.
-
-    - ``resample`` has no parameters: Identity, MaxPool2d/AvgPool2d (or their adaptive forms),
-      :class:`Resize`, or, for NCHW -> NC links, ``Sequential(AdaptiveAvgPool2d, Flatten)``.
-    - ``body`` (``nn.Sequential``) holds every parameter of the link.
-    - ``reshape`` has no parameters: Identity, or ``Unflatten(1, dst.shape)`` for NC -> NCHW.
-
-    For least-squares initialisation: when ``body`` is a single ``nn.Conv2d`` or ``nn.Linear``
-    (conv1x1, conv3x3 and "paper" when it picks conv3x3), the link is that purely linear layer
-    applied to the fixed features ``resample(x)``, its output flattened if ``reshape`` is an
-    Unflatten. :func:`linear_head` returns that layer. Its kernel is 1x1 for conv1x1, 3x3 for
-    conv3x3, and ``max(k, stride)`` with a stride when ``resample="conv"``; fit it on
-    ``F.unfold(resample(x), kernel_size, padding=..., stride=...)`` when the kernel is not 1x1.
-    Two-layer links (bottleneck, reduced*, "paper" when it picks bottleneck) have ``body`` =
-    ``Sequential(first, [BatchNorm], [ReLU], second)``: ``first`` sees the same features (its
-    kernel: 1x1 for bottleneck, ``kernel`` for reduced*, strided with ``resample="conv"``),
-    ``second`` is a stride-1 'same' conv (``kernel``) or a Linear. With ``activation="none"``
-    the link is a linear map of rank <= width; with a ReLU it still represents any map of rank
-    <= width // 2 exactly (first layer ``[A; -A]``, second ``[B, -B]``). The least-squares fit
-    (:func:`codenn.train.least_squares_init`) uses both: it fits the map on ``first``'s receptive
-    field at that rank, factors it by SVD into ``first`` and the centre tap of ``second`` (bias in
-    ``second``) and sets a BatchNorm to the identity (running stats of the middle, weight
-    ``sqrt(var + eps)``, bias the mean).
-
-    Attributes ``kind`` (the construction: conv1x1, conv3x3, bottleneck, reduced25, reduced5),
-    ``factory`` (the name asked for, e.g. "paper"), ``resample_mode``, ``src_shape`` and
-    ``dst_shape`` are plain metadata, not part of the state dict.
-    """
-
-    def __init__(
-        self,
-        resample: nn.Module,
-        body: nn.Sequential,
-        reshape: nn.Module,
-        *,
-        kind: str,
-        factory: str,
-        resample_mode: str,
-        src_shape: tuple[int, ...],
-        dst_shape: tuple[int, ...],
-    ) -> None:
-        super().__init__()
-        self.resample = resample
-        self.body = body
-        self.reshape = reshape
-        self.kind = kind
-        self.factory = factory
-        self.resample_mode = resample_mode
-        self.src_shape = tuple(src_shape)
-        self.dst_shape = tuple(dst_shape)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.reshape(self.body(self.resample(x)))
-
-    def extra_repr(self) -> str:
-        return (
-            f"kind={self.kind!r}, factory={self.factory!r}, resample={self.resample_mode!r}, "
-            f"{self.src_shape} -> {self.dst_shape}"
-        )
 
 
 def linear_head(link: nn.Module) -> nn.Conv2d | nn.Linear | None:
@@ -152,56 +77,6 @@ class _Plan:
     reshape: nn.Module
 
 
-def _hw(shape: tuple[int, ...]) -> str:
-    return "x".join(str(s) for s in shape)
-
-
-def _spatial(
-    factory: str, src_hw: tuple[int, ...], dst_hw: tuple[int, ...], resample: str, pool_mode: str
-) -> tuple[nn.Module, str, tuple[int, int]]:
-    """Choose the parameter-free resampler (or a stride for the first conv)."""
-    if src_hw == dst_hw:
-        return nn.Identity(), "none", (1, 1)
-    down = all(s >= d for s, d in zip(src_hw, dst_hw))
-    integer = down and all(s % d == 0 for s, d in zip(src_hw, dst_hw))
-    factors = (src_hw[0] // dst_hw[0], src_hw[1] // dst_hw[1])
-    if integer:
-        valid = RESAMPLE_MODES
-        what = f"integer downsampling by {_hw(factors)}"
-    elif down:
-        valid = ("auto", "pool", "interpolate")
-        what = "non-integer downsampling"
-    else:
-        valid = ("auto", "interpolate")
-        what = "upsampling" if all(s <= d for s, d in zip(src_hw, dst_hw)) else "mixed up/down"
-    if resample not in valid:
-        raise ConfigError(
-            f"link factory {factory!r}: resample={resample!r} cannot map {_hw(src_hw)} to "
-            f"{_hw(dst_hw)} ({what}); valid values here: {', '.join(map(repr, valid))}"
-        )
-    mode = resample if resample != "auto" else ("pool" if integer else "interpolate")
-    if mode == "pool":
-        if integer:
-            pool_cls = nn.MaxPool2d if pool_mode == "max" else nn.AvgPool2d
-            return pool_cls(kernel_size=factors, stride=factors), f"{pool_mode}pool", (1, 1)
-        adaptive = nn.AdaptiveMaxPool2d if pool_mode == "max" else nn.AdaptiveAvgPool2d
-        return adaptive(tuple(dst_hw)), f"adaptive-{pool_mode}pool", (1, 1)
-    if mode == "conv":
-        return nn.Identity(), "strided-conv", factors
-    return Resize((dst_hw[0], dst_hw[1])), "interpolate", (1, 1)
-
-
-# The built-in factories that join any two layouts (codenn_plugins.layout_links).
-LAYOUT_FACTORIES = ("linear", "mlp")
-CONV_LAYOUTS = ("NCHW", "NC")
-LAYOUT_WORDS = {"NCHW": "map", "NHWC": "channel-last map", "NLC": "tokens", "NC": "flat"}
-
-
-def describe_layout(spec: BoundarySpec) -> str:
-    """'NLC (tokens) (50, 32)': what error messages call a boundary."""
-    return f"{spec.layout} ({LAYOUT_WORDS[spec.layout]}) {spec.shape}"
-
-
 def factories_joining(src: str, dst: str) -> tuple[str, ...]:
     """Names of the built-in factories that join layout ``src`` to layout ``dst``."""
     if src in CONV_LAYOUTS and dst in CONV_LAYOUTS:
@@ -218,7 +93,7 @@ def _plan(factory: str, src: BoundarySpec, dst: BoundarySpec, opts: Mapping[str,
             "(layout adapters around one linear map or a two-layer MLP; docs/links.md)"
         )
     if src.layout == "NCHW" and dst.layout == "NCHW":
-        resample, mode, stride = _spatial(
+        resample, mode, stride = spatial_resampler(
             factory, src.spatial, dst.spatial, opts["resample"], opts["pool_mode"]
         )
         return _Plan(False, resample, mode, src.channels, dst.channels, stride, nn.Identity())
@@ -277,50 +152,6 @@ def _double(
     return nn.Sequential(*layers)
 
 
-# --------------------------------------------------------------------------------------------
-# Options
-# --------------------------------------------------------------------------------------------
-def _options(
-    factory: str,
-    given: Mapping[str, Any],
-    defaults: Mapping[str, Any],
-    choices: Mapping[str, tuple[str, ...]] | None = None,
-) -> dict[str, Any]:
-    """Merge options over defaults; reject unknown names and bad values with ConfigError.
-
-    ``choices`` adds or overrides the valid values of string options (layout links use it).
-    """
-    unknown = sorted(set(given) - set(defaults))
-    if unknown:
-        raise ConfigError(
-            f"link factory {factory!r} got unknown option(s) {unknown}; valid options: "
-            f"{', '.join(f'{k}={v!r}' for k, v in defaults.items())}"
-        )
-    opts = {**defaults, **given}
-
-    def bad(name: str, valid: str) -> ConfigError:
-        return ConfigError(f"link factory {factory!r}: {name}={opts[name]!r} is invalid; {valid}")
-
-    valid_values = {"resample": RESAMPLE_MODES, "pool_mode": POOL_MODES, "activation": ACTIVATIONS,
-                    **(choices or {})}
-    for name, valid in valid_values.items():
-        if name in opts and opts[name] not in valid:
-            raise bad(name, f"valid values: {', '.join(map(repr, valid))}")
-    for name in ("flat_pool", "width"):
-        value = opts.get(name)
-        if name in opts and value is not None and (
-            isinstance(value, bool) or not isinstance(value, int) or value < 1
-        ):
-            raise bad(name, "expected a positive integer" + (" or None" if name == "width" else ""))
-    if "kernel" in opts:
-        k = opts["kernel"]
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1 or k % 2 == 0:
-            raise bad("kernel", "expected a positive odd integer (1, 3, 5, ...) so size is kept")
-    if "norm" in opts and not isinstance(opts["norm"], bool):
-        raise bad("norm", "expected True or False")
-    return opts
-
-
 def _link(
     factory: str,
     kind: str,
@@ -349,11 +180,6 @@ _REDUCED = {**_COMMON, "kernel": 3, "activation": "none", "norm": False}
 _PAPER = {**_COMMON, "width": None, "norm": False}
 
 
-def default_width(cin: int, cout: int) -> int:
-    """Bottleneck width: a quarter of the narrower side, at least 8."""
-    return max(8, min(cin, cout) // 4)
-
-
 def _conv(
     kind: str,
     k: int,
@@ -362,7 +188,7 @@ def _conv(
     dst: BoundarySpec,
     options: Mapping[str, Any],
 ) -> ConvLink:
-    opts = _options(factory, options, _COMMON)
+    opts = link_options(factory, options, _COMMON)
     plan = _plan(factory, src, dst, opts)
     return _link(factory, kind, plan, _single(plan, k), src, dst)
 
@@ -370,7 +196,7 @@ def _conv(
 def _bottleneck(
     factory: str, src: BoundarySpec, dst: BoundarySpec, options: Mapping[str, Any]
 ) -> ConvLink:
-    opts = _options(factory, options, _BOTTLENECK)
+    opts = link_options(factory, options, _BOTTLENECK)
     plan = _plan(factory, src, dst, opts)
     width = opts["width"] or default_width(plan.cin, plan.cout)
     body = _double(plan, width, 1, opts["kernel"], opts["activation"], opts["norm"])
@@ -384,7 +210,7 @@ def _reduced(
     dst: BoundarySpec,
     options: Mapping[str, Any],
 ) -> ConvLink:
-    opts = _options(factory, options, _REDUCED)
+    opts = link_options(factory, options, _REDUCED)
     plan = _plan(factory, src, dst, opts)
     k = opts["kernel"]
     body = _double(plan, width, k, k, opts["activation"], opts["norm"])
@@ -431,7 +257,7 @@ def paper_choice(src: BoundarySpec, dst: BoundarySpec) -> str:
 
 def build_paper(src: BoundarySpec, dst: BoundarySpec, **options: Any) -> ConvLink:
     """conv3x3 (with resampling) when sizes differ, bottleneck when they are equal."""
-    opts = _options("paper", options, _PAPER)
+    opts = link_options("paper", options, _PAPER)
     choice = paper_choice(src, dst)
     if choice == "bottleneck":
         return _bottleneck("paper", src, dst, opts)
@@ -490,7 +316,5 @@ FACTORIES: dict[str, tuple[Callable[..., ConvLink], str]] = {
 
 @hookimpl
 def codenn_register_link_factories(register: Callable[..., None]) -> None:
-    from codenn_plugins.layout_links import LAYOUT_LINKS  # imports this module: load it at call time
-
     for name, (build, description) in {**FACTORIES, **LAYOUT_LINKS}.items():
         register(name, build, description=description)

@@ -12,8 +12,7 @@ from torch import nn
 from torchvision.models import MobileNetV2, MobileNetV3
 
 from codenn import hookimpl
-from codenn.splitters import BlockSplitter, NamedModule, UnitSplitter, stage_cuts
-from codenn_plugins._units import head
+from codenn.contracts.splitters import BlockSplitter, NamedModule, UnitSplitter, stage_cuts
 
 
 def _feature_units(model: nn.Module) -> list[NamedModule]:
@@ -30,7 +29,7 @@ class MobileNetV2Splitter(UnitSplitter):
         return isinstance(model, MobileNetV2)
 
     def units(self, model: nn.Module) -> list[NamedModule]:
-        return [*_feature_units(model), ("head", head(nn.AdaptiveAvgPool2d(1), nn.Flatten(1), model.classifier))]
+        return [*_feature_units(model), ("head", nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1), model.classifier))]
 
     def preferred_cuts(self, model: nn.Module) -> list[int]:
         strided = [i > 0 and getattr(m, "stride", 1) == 2 for i, m in enumerate(model.features)]
@@ -50,7 +49,7 @@ class MobileNetV3Splitter(UnitSplitter):
         return "mobilenet_v3_small" if len(model.features) < 16 else "mobilenet_v3_large"
 
     def units(self, model: nn.Module) -> list[NamedModule]:
-        return [*_feature_units(model), ("head", head(model.avgpool, nn.Flatten(1), model.classifier))]
+        return [*_feature_units(model), ("head", nn.Sequential(model.avgpool, nn.Flatten(1), model.classifier))]
 
     def preferred_cuts(self, model: nn.Module) -> list[int]:
         strided = [i > 0 and bool(getattr(m, "_is_cn", False)) for i, m in enumerate(model.features)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from codenn import hookimpl
-from codenn.cost import accuracy_throughput, paper_cost
+from codenn.paths.cost import accuracy_throughput, paper_cost
 
 
 @hookimpl

@@ -12,8 +12,7 @@ from torch import nn
 from torchvision.models import ResNet
 
 from codenn import hookimpl
-from codenn.splitters import BlockSplitter, NamedModule, UnitSplitter, stage_cuts
-from codenn_plugins._units import head
+from codenn.contracts.splitters import BlockSplitter, NamedModule, UnitSplitter, stage_cuts
 
 
 class ResNetSplitter(UnitSplitter):
@@ -32,7 +31,7 @@ class ResNetSplitter(UnitSplitter):
         units: list[NamedModule] = [("stem", nn.Sequential(model.conv1, model.bn1, model.relu, model.maxpool))]
         for stage in ("layer1", "layer2", "layer3", "layer4"):
             units += [(f"{stage}.{i}", block) for i, block in enumerate(getattr(model, stage))]
-        units.append(("head", head(model.avgpool, nn.Flatten(1), model.fc)))
+        units.append(("head", nn.Sequential(model.avgpool, nn.Flatten(1), model.fc)))
         return units
 
     def preferred_cuts(self, model: nn.Module) -> list[int]:

@@ -21,8 +21,8 @@ import torch
 from torch import fx, nn
 
 from codenn import hookimpl
+from codenn.contracts.splitters import BlockSplitter, NamedModule, choose_cuts
 from codenn.errors import SplitError
-from codenn.splitters import BlockSplitter, NamedModule, choose_cuts
 from codenn_plugins._fx import (
     Root,
     TracedBlock,

@@ -12,7 +12,7 @@ import json
 import math
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import wraps
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -20,14 +20,15 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from codenn.config.flags import Flag
 from codenn.errors import CodennError
 
 if TYPE_CHECKING:
-    from codenn.config import RunConfig
-    from codenn.plugins import Plugins
-    from codenn.rows import PathRow
-    from codenn.search import Search, SearchResult
-    from codenn.service import Service
+    from codenn.config.run import RunConfig
+    from codenn.contracts.plugins import Plugins
+    from codenn.model.service import Service
+    from codenn.paths.rows import PathRow
+    from codenn.search.strategies import Search, SearchResult
 
 F = TypeVar("F", bound=Callable[..., Any])
 console = Console(width=None if sys.stdout.isatty() else 200)
@@ -58,7 +59,7 @@ def _model_options(fn: F) -> F:
 
 def _load(spec: str, *, blocks: int | None, input_size: int, weights: str | None, num_classes: int | None) -> Any:
     """``MODEL`` or ``NAME=MODEL`` -> a Service."""
-    from codenn.service import Service
+    from codenn.model.service import Service
 
     name, _, model = spec.partition("=") if "=" in spec else (spec, "", spec)
     return Service.from_name(model, name=name, weights=weights, num_classes=num_classes,
@@ -80,8 +81,8 @@ class PluginCommands(click.Group):
         if self._loaded:
             return
         self._loaded = True
+        from codenn.contracts.plugins import get_plugins
         from codenn.errors import PluginError
-        from codenn.plugins import get_plugins
 
         for entry in (self.plugins or get_plugins()).commands.entries():
             if entry.name in self.commands:
@@ -112,7 +113,7 @@ def cli() -> None:
 @friendly
 def plugins_cmd(as_json: bool) -> None:
     """List plugins, their versions and what each registered."""
-    from codenn.plugins import get_plugins
+    from codenn.contracts.plugins import get_plugins
 
     infos = get_plugins().info()
     if as_json:
@@ -140,11 +141,12 @@ def describe_cmd(model: str, blocks: int | None, input_size: int, weights: str |
 
 @cli.command("split")
 @click.argument("model")
-@click.option("--blocks", type=click.IntRange(min=1), required=True, help="Block count.")
+@click.option("--blocks", type=click.IntRange(min=1), default=None,
+              help="Block count (default: the splitter's, capped at the model's maximum).")
 @click.option("--check", is_flag=True, help="Compare the composed blocks with the original model.")
 @_model_options
 @friendly
-def split_cmd(model: str, blocks: int, check: bool, input_size: int, weights: str | None, num_classes: int | None) -> None:
+def split_cmd(model: str, blocks: int | None, check: bool, input_size: int, weights: str | None, num_classes: int | None) -> None:
     """Split MODEL into blocks and list them; --check prints the recomposition error."""
     service = _load(model, blocks=blocks, input_size=input_size, weights=weights, num_classes=num_classes)
     table = Table(title=f"{service.name}: {service.num_blocks} blocks ({service.splitter_name} splitter)")
@@ -179,7 +181,7 @@ def split_cmd(model: str, blocks: int, check: bool, input_size: int, weights: st
 def paths_cmd(local: str, hosts: Sequence[str], blocks: int | None, skip: bool, min_skipped: int, max_hosts: int,
               limit: int, paper_form: bool, input_size: int, weights: str | None, num_classes: int | None) -> None:
     """Count and list candidate paths from LOCAL through HOSTS (models; NAME=MODEL to rename)."""
-    from codenn.pathspace import PathSpace
+    from codenn.paths.space import PathSpace
 
     services: list[Service] = []
     for spec in (local, *hosts):
@@ -199,56 +201,103 @@ def paths_cmd(local: str, hosts: Sequence[str], blocks: int | None, skip: bool, 
         click.echo(p.paper_form() if paper_form and len(p.segments) <= 3 else str(p))
 
 
-def run_config(config: str | None, **overrides: Any) -> RunConfig:
-    """The run configuration of ``--config`` (or the embedded scenario) with command-line overrides."""
-    import dataclasses
+def run_config(config: str | None, values: Mapping[str, Any] | None = None) -> RunConfig:
+    """The run configuration of ``--config`` (or the embedded scenario) with the command line's
+    :data:`~codenn.config.flags.SEARCH_FLAGS` values set."""
+    from codenn.config.flags import SEARCH_FLAGS, apply_flags
+    from codenn.config.run import RunConfig, load
 
-    from codenn import config as cfgmod
+    run = load(config) if config else RunConfig()
+    return apply_flags(run, SEARCH_FLAGS, values or {})
 
-    run = cfgmod.load(config) if config else cfgmod.RunConfig()
-    search = run.search
-    train_over = {k: overrides.pop(k) for k in ("epochs", "device", "seed") if overrides.get(k) is not None}
-    if train_over:
-        search = dataclasses.replace(search, train=dataclasses.replace(search.train, **train_over))
-    if overrides.get("latency_bound_us") is not None:
-        bound = overrides.pop("latency_bound_us")
-        search = dataclasses.replace(search, cost=dataclasses.replace(search.cost, latency_bound_us=bound))
-    if overrides.get("objective") is not None:
-        search = dataclasses.replace(search, cost=dataclasses.replace(search.cost, objective=overrides.pop("objective")))
-    if overrides.get("screen_keep") is not None:
-        search = dataclasses.replace(search, fast=dataclasses.replace(search.fast, screen_keep=overrides.pop("screen_keep")))
-    rest = {k: v for k, v in overrides.items() if v is not None and k in ("strategy", "link")}
-    if rest:
-        search = dataclasses.replace(search, **rest)
-    if overrides.get("quiet"):
-        search = dataclasses.replace(search, train=dataclasses.replace(search.train, progress=False))
-    executor = {key: overrides[opt] for opt, key in (("executor", "name"), ("address", "address"), ("workers", "workers"))
-                if overrides.get(opt) is not None}
-    return dataclasses.replace(run, search=search, executor=dataclasses.replace(run.executor, **executor))
+
+def _click_type(flag: Flag) -> Any:
+    if flag.choices:
+        return click.Choice(list(flag.choices))
+    if flag.kind in ("int", "float"):
+        if flag.minimum is None and flag.maximum is None:
+            return int if flag.kind == "int" else float
+        if flag.kind == "int":
+            return click.IntRange(None if flag.minimum is None else int(flag.minimum),
+                                  None if flag.maximum is None else int(flag.maximum), min_open=flag.min_open)
+        return click.FloatRange(flag.minimum, flag.maximum, min_open=flag.min_open)
+    return {"file": click.Path(dir_okay=False), "existing-file": click.Path(dir_okay=False, exists=True),
+            "dir": click.Path(file_okay=False)}.get(flag.kind, str)
+
+
+def _warn_deprecated(old: str, new: str) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    def callback(_ctx: click.Context, _param: click.Parameter, value: Any) -> Any:
+        if value is not None and value is not False:
+            click.echo(f"warning: {old} is deprecated and goes away in the next release; use {new}", err=True)
+        return value
+
+    return callback
+
+
+def deprecated_alias(old: str, new: str, dest: str, **click_kwargs: Any) -> Callable[[F], F]:
+    """A hidden option ``old`` whose value :func:`take_values` gives to ``dest`` (with a warning)."""
+    return click.option(old, f"{dest}__deprecated_{old.strip('-').replace('-', '_')}", hidden=True, default=None,
+                        callback=_warn_deprecated(old, new), expose_value=True, **click_kwargs)
+
+
+def flag_options(flags: Sequence[Flag], defaults: Any = None) -> Callable[[F], F]:
+    """Click options for ``flags``; with ``defaults`` (a config object) each shows its field's value
+    there as its default, else an unset option leaves the field as the configuration has it."""
+    from codenn.config.flags import field_default
+
+    def decorate(fn: F) -> F:
+        for flag in reversed(flags):
+            if flag.kind == "flag":
+                fn = click.option(flag.option, flag.dest, is_flag=True, help=flag.help)(fn)
+            else:
+                default = None if defaults is None else field_default(defaults, flag)
+                fn = click.option(flag.option, flag.dest, type=_click_type(flag), default=default,
+                                  show_default=defaults is not None, help=flag.help)(fn)
+            for old in flag.deprecated:
+                fn = deprecated_alias(old, flag.option, flag.dest, type=_click_type(flag))(fn)
+        return fn
+
+    return decorate
+
+
+def take_values(kwargs: dict[str, Any], dests: Sequence[str]) -> dict[str, Any]:
+    """Remove ``dests`` (and their deprecated aliases, which win when given) from a command's
+    keyword arguments and return them."""
+    out = {d: kwargs.pop(d, None) for d in dests}
+    for key in [k for k in kwargs if k.split("__deprecated_", 1)[0] in out and "__deprecated_" in k]:
+        value = kwargs.pop(key)
+        if value is not None:
+            out[key.split("__deprecated_", 1)[0]] = value
+    return out
 
 
 def _search_options(fn: F) -> F:
-    for opt in reversed([
-        click.option("--config", "config", type=click.Path(dir_okay=False), default=None,
-                     help="TOML file: services, data, coefficients, L_T, strategy, device, budget."),
-        click.option("--strategy", type=click.Choice(["fast", "exhaustive"]), default=None, help="Search strategy."),
-        click.option("--link", default=None, help="Link factory (codenn plugins lists them)."),
-        click.option("--epochs", type=click.IntRange(min=1), default=None, help="Full training budget per path."),
-        click.option("--screen-keep", type=click.IntRange(min=1), default=None,
-                     help="fast: paths kept after least-squares screening."),
-        click.option("--latency-bound-us", type=float, default=None, help="L_T of eq. (2), microseconds."),
-        click.option("--objective", default=None, help="Objective: paper (eq. 1) or accuracy_throughput."),
-        click.option("--device", default=None, help="cpu, cuda, cuda:1 ..."),
-        click.option("--seed", type=int, default=None, help="Seed for link initialisation and batches."),
-        click.option("--quiet", is_flag=True, help="No progress bars."),
-        click.option("--executor", default=None,
-                     help="Where path jobs run: inprocess (default) or ray (pip install 'codenn[ray]')."),
-        click.option("--address", default=None, help="ray: the cluster's address (HOST:PORT); default: a local cluster."),
-        click.option("--workers", type=click.IntRange(min=1), default=None,
-                     help="ray: worker processes (default: one per CPU of the cluster)."),
-    ]):
-        fn = opt(fn)
-    return fn
+    from codenn.config.flags import SEARCH_FLAGS
+
+    fn = flag_options(SEARCH_FLAGS)(fn)
+    return click.option("--config", "config", type=click.Path(dir_okay=False), default=None,
+                        help="TOML file: services, data, coefficients, L_T, strategy, device, budget.")(fn)
+
+
+def _search_values(kwargs: dict[str, Any]) -> dict[str, Any]:
+    from codenn.config.flags import SEARCH_FLAGS
+
+    return take_values(kwargs, [f.dest for f in SEARCH_FLAGS])
+
+
+def run_dir_option(help: str, *, required: bool = False, default: str | None = None, exists: bool = False,
+                   old: Sequence[str] = ()) -> Callable[[F], F]:
+    """``--run RUN``, the one spelling of a run directory on every command (``old`` spellings
+    still accepted for one release, with a warning)."""
+
+    def decorate(fn: F) -> F:
+        fn = click.option("--run", "run_dir", required=required and not old, default=default, show_default=bool(default),
+                          type=click.Path(file_okay=False, exists=exists), help=help)(fn)
+        for spelling in old:
+            fn = deprecated_alias(spelling, "--run", "run_dir", type=click.Path(file_okay=False, exists=exists))(fn)
+        return fn
+
+    return decorate
 
 
 def _print_ranked(result: SearchResult, top: int = 12) -> None:
@@ -311,17 +360,17 @@ def _search(run: RunConfig, out: str, fresh: bool) -> Search:
     with the configuration recorded so that every other command can reload the run."""
     import shutil
 
-    from codenn.executor import executor_for
-    from codenn.scenario import scenario_from_config
-    from codenn.search import Search
+    from codenn.search.executors import executor_for
+    from codenn.search.strategies import Search
+    from codenn.train.scenario import scenario_from_config
 
     executor = executor_for(run)  # an unknown name fails before any base model is trained
     scenario = scenario_from_config(run, log=lambda m: console.print(m))
     if fresh and os.path.isdir(out):
         shutil.rmtree(out)
     return Search(scenario.local, scenario.hosts, scenario.splits, run.search, run_dir=out,
-                  log=lambda m: console.print(m), metadata={"run_config": run.to_dict(), "base_models": scenario.info},
-                  executor=executor)
+                  log=lambda m: console.print(m), metadata={"base_models": scenario.info}, executor=executor,
+                  run_config=run)
 
 
 def run_search(run: RunConfig, out: str | None, fresh: bool = False) -> SearchResult:
@@ -332,35 +381,45 @@ def run_search(run: RunConfig, out: str | None, fresh: bool = False) -> SearchRe
 
 @cli.command("search")
 @_search_options
-@click.option("--out", default=None, help="Run directory (default runs/STRATEGY-CONFIGHASH; resumes if it exists).")
+@run_dir_option("Run directory (default runs/STRATEGY-CONFIGHASH; resumes if it exists).", old=("--out",))
 @click.option("--fresh", is_flag=True, help="Delete the run directory first instead of resuming.")
 @friendly
-def search_cmd(config: str | None, out: str | None, fresh: bool, **overrides: Any) -> None:
+def search_cmd(config: str | None, fresh: bool, **kwargs: Any) -> None:
     """Search the path space (default: the embedded scenario) and write a run directory."""
-    run = run_config(config, **overrides)
-    _print_ranked(run_search(run, out, fresh))
+    run = run_config(config, _search_values(kwargs))
+    _print_ranked(run_search(run, take_values(kwargs, ["run_dir"])["run_dir"], fresh))
 
 
 @cli.command("train")
 @click.argument("spec")
 @_search_options
-@click.option("--out", default="runs/train", show_default=True,
-              help="Run directory (evaluate, export, serve-host and serve accept it); adds to a run of the same config.")
+@run_dir_option("Run directory (evaluate, export, serve-host and serve accept it); adds to a run of the same config.",
+                default="runs/train", old=("--out",))
 @click.option("--fresh", is_flag=True, help="Delete the run directory first (needed when the config changed).")
 @friendly
-def train_cmd(spec: str, config: str | None, out: str, fresh: bool, **overrides: Any) -> None:
+def train_cmd(spec: str, config: str | None, fresh: bool, **kwargs: Any) -> None:
     """Train one path SPEC (e.g. 'alexnet[:1] > mobilenet_v2[1:4] > alexnet[5:]') into a run directory."""
-    row = _search(run_config(config, **overrides), out, fresh).train_one(spec)
+    run = run_config(config, _search_values(kwargs))
+    row = _search(run, take_values(kwargs, ["run_dir"])["run_dir"], fresh).train_one(spec)
     click.echo(json.dumps(row.to_dict(), indent=2))
 
 
 @cli.command("evaluate")
-@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.argument("legacy_run", required=False, metavar="[RUN]", type=click.Path(file_okay=False))
+@run_dir_option("Run directory of `codenn search` or `codenn train`.")
 @friendly
-def evaluate_cmd(run_dir: str) -> None:
-    """Re-measure every trained path of RUN_DIR: reload services and links, recompute accuracy."""
-    from codenn.evaluate import evaluate_run
+def evaluate_cmd(legacy_run: str | None, run_dir: str | None) -> None:
+    """Re-measure every trained path of a run: reload services and links, recompute accuracy."""
+    from codenn.search.evaluate import evaluate_run
 
+    if legacy_run is not None:
+        if run_dir is not None:
+            raise click.UsageError("give the run directory once: --run RUN")
+        click.echo("warning: `codenn evaluate RUN` is deprecated and goes away in the next release; use "
+                   "`codenn evaluate --run RUN`", err=True)
+        run_dir = legacy_run
+    if run_dir is None:
+        raise click.UsageError("which run? give --run RUN (a directory `codenn search` or `codenn train` wrote)")
     rows = evaluate_run(run_dir, log=lambda m: console.print(m))
     table = Table(title=f"re-measured paths in {run_dir}")
     for col in ("path", "stored val", "now val", "stored test", "now test"):
@@ -375,8 +434,7 @@ def evaluate_cmd(run_dir: str) -> None:
 @friendly
 def demo_cmd() -> None:
     """Run the main job on the embedded default scenario (codenn search with its defaults)."""
-    run = run_config(None)
-    _print_ranked(run_search(run, None))
+    _print_ranked(run_search(run_config(None), None))
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -6,7 +6,7 @@ user never has to read a traceback from deep inside torch to learn what they did
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 
 class CodennError(Exception):
@@ -105,3 +105,44 @@ class BadHostReplyError(HostUnavailableError):
     """The host answered 200, but the answer is not what the call needs (wrong shape, dtype or
     batch, non-finite values, no numeric compute time). Treated like a down host: the caller
     falls back locally, and the host's failure count goes up."""
+
+
+class RequestError(CodennError):
+    """A request a codenn server refuses; the HTTP shell maps each subclass to one status
+    (``codenn_adapters.host_server.STATUS``). ``headers`` go with the answer (``WWW-Authenticate``,
+    ``Connection: close`` when part of a body was left unread)."""
+
+    def __init__(self, message: str, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.headers = dict(headers or {})
+
+
+class UnauthenticatedError(RequestError):
+    """No bearer token, or one no registered provider holds (401)."""
+
+
+class ForbiddenError(RequestError):
+    """The caller is registered but has no right to do this to this model (403)."""
+
+
+class ModelNotFoundError(RequestError):
+    """No served model of that name among those the caller may use, or it does not offer what was
+    asked (split training of an inference-only model) (404)."""
+
+
+class RequestTimeoutError(RequestError):
+    """The body did not arrive within the server's deadline (408)."""
+
+
+class PayloadTooLargeError(RequestError):
+    """A body, or the answer it would need, is over the server's size cap (413)."""
+
+
+class MalformedRequestError(RequestError):
+    """A request that cannot be parsed at all (400); a well-formed one whose tensors do not fit is
+    a :class:`BoundaryMismatchError` (422)."""
+
+
+class ConflictError(RequestError):
+    """A request that does not fit the server's state now: split training turned off here, or a
+    step the segment does not hold (409)."""

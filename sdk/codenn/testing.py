@@ -16,12 +16,12 @@ from collections.abc import Callable, Iterable, Sequence
 import torch
 from torch import nn
 
-from codenn.blocks import BoundarySpec, run_blocks
+from codenn.contracts.plugins import Plugins, create_plugins
+from codenn.contracts.splitters import BlockSplitter
 from codenn.errors import CodennError
-from codenn.links import build_link
-from codenn.plugins import Plugins, create_plugins
-from codenn.service import Service
-from codenn.splitters import BlockSplitter
+from codenn.model.blocks import BoundarySpec, run_blocks
+from codenn.model.service import Service
+from codenn.paths.links import build_link
 
 RECOMPOSITION_TOLERANCE = 1e-5
 
@@ -147,7 +147,7 @@ def check_link_factory(
     """A link factory builds, for each (src, dst) pair, a module that maps src to dst shape, whose
     parameters are all trainable and receive gradients on a real batch.
 
-    Each link runs twice, on random ``src`` inputs: :func:`codenn.links.build_link`'s shape check
+    Each link runs twice, on random ``src`` inputs: :func:`codenn.paths.links.build_link`'s shape check
     in **eval** mode at batch 2 (no gradient), then one forward and backward pass in **train** mode
     at batch :data:`LINK_CHECK_BATCH` (3). Batch norm in a link therefore works here; the batch is
     fixed (not an option) so that every factory option can pass through ``options``.
@@ -171,9 +171,9 @@ def check_link_factory(
 def check_path_trains_links_only(path: nn.Module, batch: int = 2) -> None:
     """Forward and backward through a path: only link parameters get gradients, and every
     service's fingerprint is unchanged afterwards."""
-    from codenn.paths import Path
+    from codenn.paths.composed import ComposedPath
 
-    if not isinstance(path, Path):
+    if not isinstance(path, ComposedPath):
         raise ConformanceError(f"expected a codenn Path, got {type(path).__name__}")
     before = {n: s.fingerprint() for n, s in path.services.items()}
     path.train()

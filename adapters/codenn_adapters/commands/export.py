@@ -9,14 +9,16 @@ from typing import Any
 import click
 from rich.table import Table
 
-from codenn.cli import console, friendly, run_config
+from codenn.cli import console, friendly, run_config, run_dir_option
 
 
 @click.command("export")
-@click.argument("run_or_spec")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Directory for the ONNX files and export.json.")
+@click.argument("run_or_spec", required=False, metavar="[RUN_OR_SPEC]")
+@run_dir_option("Run directory of `codenn search`: export its selected path (or --spec).", exists=True)
 @click.option("--spec", "chosen", default=None,
-              help="With a run directory: export this trained path instead of the selected one.")
+              help="A path spec: with --run, that trained path instead of the selected one; alone, the path with "
+                   "fresh links through the config's services.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Directory for the ONNX files and export.json.")
 @click.option("--config", "config", type=click.Path(dir_okay=False), default=None,
               help="With a path spec: TOML whose services the spec runs through (default: the embedded scenario).")
 @click.option("--untrained", is_flag=True,
@@ -27,27 +29,26 @@ from codenn.cli import console, friendly, run_config
 @click.option("--exporter", type=click.Choice(["auto", "dynamo", "torchscript"]), default="auto", show_default=True,
               help="auto: torch.onnx dynamo exporter, TorchScript only if dynamo fails.")
 @friendly
-def export_cmd(run_or_spec: str, out: str, chosen: str | None, config: str | None, untrained: bool, link: str | None,
-               fp16: bool, opset: int, exporter: str) -> None:
+def export_cmd(run_or_spec: str | None, run_dir: str | None, out: str, chosen: str | None, config: str | None,
+               untrained: bool, link: str | None, fp16: bool, opset: int, exporter: str) -> None:
     """Export a path to ONNX: the local side, each host side and one merged file, all checked.
 
-    RUN_OR_SPEC is a run directory of `codenn search` (its selected path, or --spec) or a path
-    spec such as 'alexnet[:1] > mobilenet_v2[1:4] > alexnet[5:]' (fresh links).
+    --run RUN exports a run's selected path (or --spec, one of its trained paths); --spec alone a
+    path spec such as 'alexnet[:1] > mobilenet_v2[1:4] > alexnet[5:]' with fresh links.
     """
     from codenn_adapters.onnx_export import export_path, load_run_path
 
     log = lambda m: console.print(m)  # noqa: E731
-    if os.path.isdir(run_or_spec):
+    run_dir, chosen = _legacy_target(run_or_spec, run_dir, chosen)
+    if run_dir is not None:
         if config or untrained or link:
             raise click.UsageError("--config, --untrained and --link apply to a path spec, not to a run directory")
-        path, real = load_run_path(run_or_spec, chosen, log=log)
+        path, real = load_run_path(run_dir, chosen, log=log)
     else:
-        if "[" not in run_or_spec:
-            raise click.UsageError(f"{run_or_spec!r} is neither a run directory nor a path spec "
-                                   "(e.g. 'alexnet[:1] > mobilenet_v2[1:4] > alexnet[5:]')")
-        if chosen:
-            raise click.UsageError("--spec applies to a run directory; give the path spec as RUN_OR_SPEC")
-        path, real = _fresh_path(run_or_spec, config, untrained, link, log)
+        if chosen is None or "[" not in chosen:
+            raise click.UsageError(f"{chosen!r} is not a path spec (e.g. 'alexnet[:1] > mobilenet_v2[1:4] > alexnet[5:]'); "
+                                   "give --run RUN or --spec SPEC")
+        path, real = _fresh_path(chosen, config, untrained, link, log)
     result = export_path(path, out, real_inputs=real, fp16=fp16, opset=opset, exporter=exporter, log=log)
     table = Table(title=f"{result.spec}: ONNX files in {result.out_dir} ({result.dtype}, opset {result.opset})")
     for col in ("file", "role", "provider", "runs", "params", "MB", "exporter"):
@@ -72,15 +73,37 @@ def export_cmd(run_or_spec: str, out: str, chosen: str | None, config: str | Non
                   f"{result.seconds:.1f} s")
 
 
+def _legacy_target(run_or_spec: str | None, run_dir: str | None, chosen: str | None) -> tuple[str | None, str | None]:
+    """(run directory, spec) from ``--run``/``--spec``, or from the positional RUN_OR_SPEC of earlier releases."""
+    if run_or_spec is None:
+        if run_dir is None and chosen is None:
+            raise click.UsageError("what to export? give --run RUN (a run's selected path) or --spec SPEC (fresh links)")
+        return run_dir, chosen
+    if run_dir is not None:
+        raise click.UsageError("give the run directory once: --run RUN")
+    new = "--run RUN" if os.path.isdir(run_or_spec) else "--spec SPEC"
+    click.echo(f"warning: `codenn export RUN_OR_SPEC` is deprecated and goes away in the next release; use {new}",
+               err=True)
+    if os.path.isdir(run_or_spec):
+        return run_or_spec, chosen
+    if "[" not in run_or_spec:
+        raise click.UsageError(f"{run_or_spec!r} is neither a run directory nor a path spec "
+                               "(e.g. 'alexnet[:1] > mobilenet_v2[1:4] > alexnet[5:]')")
+    if chosen:
+        raise click.UsageError("--spec names the path to export; give it once")
+    return None, run_or_spec
+
+
 def _fresh_path(spec: str, config: str | None, untrained: bool, link: str | None, log: Callable[[str], None]) -> Any:
     """A path SPEC with fresh links through the services of a config (trained or not), and real inputs."""
     import torch
 
-    from codenn.data import tensors
-    from codenn.paths import Path
-    from codenn.pathspec import PathSpec
-    from codenn.scenario import scenario_from_config, task_splits
-    from codenn.service import Service
+    from codenn.model.service import Service
+    from codenn.paths.composed import ComposedPath
+    from codenn.paths.spec import PathSpec
+    from codenn.train.data import tensors
+    from codenn.train.scenario import scenario_from_config
+    from codenn.train.tasks import task_splits
 
     run = run_config(config)
     size = run.local.base.size
@@ -99,6 +122,6 @@ def _fresh_path(spec: str, config: str | None, untrained: bool, link: str | None
         scenario = scenario_from_config(run, log=log)
         services = [scenario.local, *scenario.hosts]
     torch.manual_seed(run.search.train.seed)
-    path = Path(spec, services, link=link or run.search.link, link_options=run.search.link_options)
+    path = ComposedPath(spec, services, link=link or run.search.link, link_options=run.search.link_options)
     x, _ = tensors(splits.test, limit=8)
     return path.eval(), x

@@ -1,7 +1,7 @@
 """ONNX export of a path, split the way providers serve it.
 
 A path is cut into *parts*: maximal runs of consecutive operations (blocks and links) that one
-provider executes. Links follow :attr:`codenn.paths.Path.link_sides` (paper, Section III-C): a
+provider executes. Links follow :attr:`codenn.paths.ComposedPath.link_sides` (paper, Section III-C): a
 skip link runs on the local provider, every link touching a host runs on that host. So
 
 - a skip path ``a[:2] > a[5:]`` is one local part (``local.onnx``);

@@ -1,7 +1,7 @@
 """Splitting a path into the parts each provider serves.
 
 A part is a maximal run of consecutive operations (blocks and links) that one provider executes;
-links follow :attr:`codenn.paths.Path.link_sides`. Each part is exported to its own file, so this
+links follow :attr:`codenn.paths.ComposedPath.link_sides`. Each part is exported to its own file, so this
 split is what decides which provider's parameters a file may hold.
 """
 
@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING, cast
 import torch
 from torch import nn
 
-from codenn.blocks import BoundarySpec
 from codenn.errors import ExportError
+from codenn.model.blocks import BoundarySpec
 
 if TYPE_CHECKING:
-    from codenn.paths import Path
-    from codenn.service import Service
+    from codenn.model.service import Service
+    from codenn.paths.composed import ComposedPath
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ class PathPart(nn.Module):
     """A contiguous piece of a path that one provider runs: its blocks and links, in order.
 
     ``role`` is ``"local"``, ``"host"`` or ``"merged"`` (the whole path). The blocks are the
-    services' own :class:`codenn.blocks.FrozenBlock` modules (shared, not copied), run directly
+    services' own :class:`codenn.model.blocks.FrozenBlock` modules (shared, not copied), run directly
     without the Python shape checks of :meth:`codenn.Service.run`, so the exporter can trace them.
     """
 
@@ -75,7 +75,7 @@ class PathPart(nn.Module):
         return f"name={self.name!r}, provider={self.provider!r}, ops={self.describe()!r}"
 
 
-def path_ops(path: Path) -> list[tuple[Op, nn.Module]]:
+def path_ops(path: ComposedPath) -> list[tuple[Op, nn.Module]]:
     """Every block and link of ``path`` in execution order, each with the provider running it."""
     segs = path.spec.segments
     out: list[tuple[Op, nn.Module]] = []
@@ -92,7 +92,7 @@ def path_ops(path: Path) -> list[tuple[Op, nn.Module]]:
     return out
 
 
-def split_path(path: Path) -> list[PathPart]:
+def split_path(path: ComposedPath) -> list[PathPart]:
     """The parts of ``path``: runs of consecutive operations on one provider, in order.
 
     Names: ``local`` (a skip path's single part) or ``local-0``, ``local-1``, ... when a host
@@ -119,12 +119,12 @@ def split_path(path: Path) -> list[PathPart]:
     return parts
 
 
-def merged_part(path: Path) -> PathPart:
+def merged_part(path: ComposedPath) -> PathPart:
     """The whole path as one module (what ``merged.onnx`` computes)."""
     return PathPart("merged", "merged", path.spec.local, path_ops(path))
 
 
-def provider_tensors(path: Path) -> dict[str, dict[str, torch.Tensor]]:
+def provider_tensors(path: ComposedPath) -> dict[str, dict[str, torch.Tensor]]:
     """Every tensor each provider owns in ``path``: its whole service (parameters and buffers,
     including blocks the path skips) and the links it holds. Keys are ``"service.name"`` /
     ``"linkI.name"``."""

@@ -13,15 +13,15 @@ import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from pathlib import Path as FsPath
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from codenn.blocks import BoundarySpec
 from codenn.errors import ConfigError, ExportError
 from codenn.fileio import atomic_write
+from codenn.model.blocks import BoundarySpec
 
 from .checks import check_file, compare, ort_run, ort_session
 from .compose import compose_files
@@ -34,14 +34,14 @@ from .result import ExportResult, file_entry, sha256_of
 if TYPE_CHECKING:
     import onnx
 
-    from codenn.paths import Path
+    from codenn.paths.composed import ComposedPath
 
 _Trace = dict[str, list[torch.Tensor]]
 """Per input batch ("random1", "random5", "real"): the path's input, then each part's output."""
 
 
 def export_path(
-    path: Path,
+    path: ComposedPath,
     out_dir: str | os.PathLike[str],
     *,
     real_inputs: torch.Tensor | None = None,
@@ -68,7 +68,7 @@ def export_path(
         raise ConfigError(f"merged={merged!r} is invalid; valid values: 'compose', 'export'")
     say = log or (lambda _m: None)
     t0 = time.perf_counter()
-    out = FsPath(out_dir)
+    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tol = tolerance if tolerance is not None else (FP16_TOLERANCE if fp16 else FP32_TOLERANCE)
     device = next((p.device for p in path.parameters()), torch.device("cpu"))
@@ -81,10 +81,10 @@ def export_path(
     result = ExportResult(str(path.spec), path.spec.kind, str(out), "float16" if fp16 else "float32", opset,
                           versions={"torch": torch.__version__, "onnx": onnx.__version__,
                                     "onnxruntime": onnxruntime.__version__})
-    written: list[FsPath] = []
+    written: list[Path] = []
     used: set[str] = set()
 
-    def export_one(module: nn.Module, x: torch.Tensor, target: FsPath) -> str:
+    def export_one(module: nn.Module, x: torch.Tensor, target: Path) -> str:
         """Export ``module`` (a half copy when fp16) traced on ``x`` repeated to batch 2."""
         if fp16:
             module = copy.deepcopy(module).half()
@@ -189,7 +189,7 @@ def _random(spec: BoundarySpec, batch: int, seed: int, dtype: torch.dtype = torc
 
 
 def _references(
-    path: Path, parts: Sequence[PathPart], real_inputs: torch.Tensor | None, device: torch.device
+    path: ComposedPath, parts: Sequence[PathPart], real_inputs: torch.Tensor | None, device: torch.device
 ) -> tuple[_Trace, dict[tuple[int, int], torch.Tensor], dict[tuple[int, int], torch.Tensor]]:
     """The PyTorch side of every parity check, computed once before any export.
 

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path as FsPath
 from typing import TYPE_CHECKING, Any
 
-from codenn.blocks import BoundarySpec
+from codenn.model.blocks import BoundarySpec
 
 from .checks import Parity
 from .contract import INPUT_NAME, OUTPUT_NAME, opset_of
@@ -110,7 +110,7 @@ def sha256_of(file: str) -> str:
 def file_entry(target: FsPath, model: onnx.ModelProto, part: PathPart, how: str, dtype: str,
                note: str = "") -> ExportedFile:
     """The manifest entry of ``target``, the file exported from ``part``."""
-    from codenn.blocks import parameter_count
+    from codenn.model.blocks import parameter_count
 
     return ExportedFile(
         name=target.name, role=part.role, provider=part.provider, ops=tuple(op.label for op in part.ops),

@@ -1,6 +1,6 @@
 """Where a path to export comes from: a ``codenn search`` run directory.
 
-Kept apart from the export itself, which takes any :class:`codenn.paths.Path`: only this
+Kept apart from the export itself, which takes any :class:`codenn.paths.ComposedPath`: only this
 function knows how a run directory stores its services and trained links.
 """
 
@@ -15,20 +15,21 @@ import torch
 from codenn.errors import ExportError
 
 if TYPE_CHECKING:
-    from codenn.paths import Path
+    from codenn.paths.composed import ComposedPath
 
 
 def load_run_path(
     run_dir: str | os.PathLike[str], spec: str | None = None, *, log: Callable[[str], None] = print
-) -> tuple[Path, torch.Tensor]:
+) -> tuple[ComposedPath, torch.Tensor]:
     """Rebuild a trained path of a ``codenn search`` run: its services (base models from the
     cache, trained on first use), its links from ``RUN/links``. ``spec`` defaults to the run's
     selected path. Returns the path (eval mode) and a batch of the local task's test inputs."""
-    from codenn.data import tensors
-    from codenn.evaluate import load_run
-    from codenn.pathspec import PathSpec
+    from codenn.paths.spec import PathSpec
+    from codenn.search.store import RunStore
+    from codenn.train.data import tensors
 
-    store, scenario = load_run(run_dir, log)
+    store = RunStore.open(run_dir)
+    scenario = store.scenario(log=log)
     trained = store.trained()
     if spec is None:
         spec = store.selected_spec()
@@ -36,7 +37,7 @@ def load_run_path(
             raise ExportError(
                 f"run {os.fspath(run_dir)!r} selected no path (decision: {store.decision()!r}); "
                 f"choose one with --spec. Trained paths: {sorted(trained) or 'none'}")
-    services = {scenario.local.name: scenario.local, **{h.name: h for h in scenario.hosts}}
+    services = scenario.services
     try:
         canonical = str(PathSpec.parse(spec).resolve({n: s.num_blocks for n, s in services.items()}))
     except KeyError as exc:

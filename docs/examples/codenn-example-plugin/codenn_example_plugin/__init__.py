@@ -22,8 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from codenn import BoundaryMismatchError, BoundarySpec, ConfigError, UnitSplitter, hookimpl
-from codenn.splitters import NamedModule, stage_cuts
+from codenn import BoundaryMismatchError, BoundarySpec, ConfigError, NamedModule, UnitSplitter, hookimpl, stage_cuts
 
 __all__ = [
     "DepthwiseSeparableLink",

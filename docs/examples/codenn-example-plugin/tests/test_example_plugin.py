@@ -13,9 +13,16 @@ import codenn_example_plugin as plugin
 import pytest
 import torch
 
-from codenn import BoundaryMismatchError, BoundarySpec, ConfigError, Service, build_link
-from codenn.paths import Path
-from codenn.plugins import Plugins, create_plugins
+from codenn import (
+    BoundaryMismatchError,
+    BoundarySpec,
+    ComposedPath,
+    ConfigError,
+    Plugins,
+    Service,
+    build_link,
+    create_plugins,
+)
 from codenn.testing import (
     check_link_factory,
     check_path_trains_links_only,
@@ -57,7 +64,7 @@ def test_default_split_is_stages_and_head(service: Service) -> None:
         "stage1.conv1..stage1.conv2", "stage2.conv1..stage2.conv2", "stage3.conv1..stage3.conv2", "head",
     ]
     assert [b.shape for b in service.boundaries] == [(16, 32, 32), (32, 16, 16), (64, 8, 8), (10,)]
-    # codenn.splitters.stage_cuts: before the head (after unit 5), then the stage ends, deepest first
+    # codenn.contracts.splitters.stage_cuts: before the head (after unit 5), then the stage ends, deepest first
     assert plugin.TinyConvNetSplitter().preferred_cuts(service.model) == [5, 3, 1]
     check_service_frozen(service)
 
@@ -88,7 +95,7 @@ def test_link_factory_rejects_other_layouts_and_bad_options(plugins: Plugins) ->
 
 def test_skip_path_trains_links_only(service: Service, plugins: Plugins) -> None:
     before = service.fingerprint()
-    path = Path("tiny[:1] > tiny[2:]", [service], link="depthwise_separable", plugins=plugins)
+    path = ComposedPath("tiny[:1] > tiny[2:]", [service], link="depthwise_separable", plugins=plugins)
     assert isinstance(path.links[0], plugin.DepthwiseSeparableLink)
     check_path_trains_links_only(path)
     assert service.fingerprint() == before
