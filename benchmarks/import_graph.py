@@ -28,7 +28,7 @@ PACKAGES = {"codenn": "sdk", "codenn_plugins": "plugins", "codenn_adapters": "ad
 FORBIDDEN = ("codenn_adapters", "codenn_plugins")
 
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("ground", ("codenn.errors", "codenn.fileio")),
+    ("ground", ("codenn.errors", "codenn.fileio", "codenn.lazy")),
     ("config", ("codenn.config",)),
     ("contracts", ("codenn.contracts",)),
     ("model", ("codenn.model",)),
@@ -68,10 +68,20 @@ def _is_type_checking(test: ast.expr) -> bool:
         isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
 
 
-def imported_names(source: str, *, runtime_only: bool = False) -> set[str]:
+def imported_names(source: str, *, runtime_only: bool = False, module: str = "", package: bool = False) -> set[str]:
     """Every module a source imports, at any depth; ``from a import b`` also yields ``a.b``.
-    With ``runtime_only`` the imports under ``if TYPE_CHECKING:`` are left out."""
+    With ``runtime_only`` the imports under ``if TYPE_CHECKING:`` are left out. Relative imports
+    are resolved against ``module`` (a ``package``'s ``__init__`` when ``package``)."""
     found: set[str] = set()
+    here = module.split(".") if package else module.split(".")[:-1]
+
+    def absolute(node: ast.ImportFrom) -> str | None:
+        if node.level == 0:
+            return node.module
+        if not module or node.level > len(here):
+            return None
+        base = here[: len(here) - node.level + 1]
+        return ".".join([*base, *([node.module] if node.module else [])])
 
     def visit(node: ast.AST) -> None:
         if runtime_only and isinstance(node, ast.If) and _is_type_checking(node.test):
@@ -80,9 +90,9 @@ def imported_names(source: str, *, runtime_only: bool = False) -> set[str]:
             return
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.add(node.module)
-            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and (target := absolute(node)):
+            found.add(target)
+            found.update(f"{target}.{alias.name}" for alias in node.names)
         for child in ast.iter_child_nodes(node):
             visit(child)
 
@@ -100,7 +110,8 @@ def import_graph(srcs: Mapping[str, str], *, runtime_only: bool = False) -> dict
     submodule import, does not)."""
     graph = {}
     for name, text in srcs.items():
-        targets = {t for t in imported_names(text, runtime_only=runtime_only) if t in srcs}
+        targets = {t for t in imported_names(text, runtime_only=runtime_only, module=name,
+                                             package=_is_package(name, srcs)) if t in srcs}
         for t in list(targets):
             parts = t.split(".")
             for i in range(2, len(parts)):
@@ -117,7 +128,7 @@ def own_package_imports(srcs: Mapping[str, str]) -> list[str]:
     imports the module back while it is initialising)."""
     out = []
     for name, text in srcs.items():
-        for t in imported_names(text):
+        for t in imported_names(text, module=name, package=_is_package(name, srcs)):
             if "." in t and name.startswith(t + ".") and t in srcs and _is_package(t, srcs) and t not in PACKAGES:
                 out.append(f"{name} imports {t}")
     return sorted(out)
@@ -131,7 +142,8 @@ def forbidden_imports(srcs: Mapping[str, str]) -> list[str]:
         top = name.split(".")[0]
         banned = FORBIDDEN if top == "codenn" else ("codenn_plugins",) if top == "codenn_adapters" else \
             ("codenn_adapters",) if top == "codenn_plugins" else ()
-        targets = {t for t in imported_names(text) if t.split(".")[0] in banned}
+        targets = {t for t in imported_names(text, module=name, package=_is_package(name, srcs))
+                   if t.split(".")[0] in banned}
         out.update(f"{name} imports {t}" for t in targets if t.rsplit(".", 1)[0] not in targets)
     return sorted(out)
 

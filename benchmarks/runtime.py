@@ -63,16 +63,16 @@ class Case:
 # -- what to time ------------------------------------------------------------------------------
 def scenario_cases(run_dir: str, log: Any) -> tuple[list[Case], str]:
     """Trained services of the default scenario and the trained links of its search run."""
+    from codenn.search.store import load_run_path
     from codenn.search.strategies import Search
-    from codenn_adapters.onnx_export import load_run_path
 
     run = RunConfig()
     scenario = scenario_from_config(run, log=log)
     services = [scenario.local, *scenario.hosts]
-    if RunStore(run_dir).read_json("run.json") is None:
+    if not RunStore(run_dir).exists():
         log(f"no search run in {run_dir}: running the default search first (what `make demo` does)")
         Search(scenario.local, scenario.hosts, scenario.splits, run.search, run_dir=run_dir, log=log,
-               metadata={"run_config": run.to_dict(), "base_models": scenario.info}).run()
+               metadata={"base_models": scenario.info}, run_config=run).run()
     store = RunStore.open(run_dir)
     trained = store.trained()
     local = scenario.local.name

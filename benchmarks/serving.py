@@ -97,11 +97,11 @@ def prepare_run(run_dir: FsPath, cross: str | Sequence[str], epochs: int, skips:
     specs += list(skips)
     if all_skips:
         space = dataclasses.replace(cfg.space, skip=True, cross=False)
-        specs += [str(s) for s in PathSpace.between(scenario.local, [], **dataclasses.asdict(space))]
+        specs += [str(s) for s in PathSpace.between(scenario.local, [], space)]
     counts = {s.name: s.num_blocks for s in services}
     specs = list(dict.fromkeys(str(PathSpec.parse(s).resolve(counts)) for s in specs))
     Search(scenario.local, scenario.hosts, scenario.splits, cfg, run_dir=run_dir, log=log,
-           metadata={"run_config": run.to_dict(), "base_models": scenario.info}).run(specs=specs)
+           metadata={"base_models": scenario.info}, run_config=run).run(specs=specs)
     return tensors(scenario.splits.test)
 
 
@@ -109,7 +109,7 @@ def stale_reason(run_dir: FsPath, config_hash: str, fingerprints: Mapping[str, s
     """Why ``run_dir`` cannot be resumed by a search of ``config_hash`` over services with these
     weight fingerprints (None: it can, or it holds no run)."""
     store = RunStore(run_dir)
-    if not (run_dir / "run.json").exists() and not store.results.exists():
+    if not store.exists():
         return None
     try:
         store.check_resumable(config_hash)
@@ -331,7 +331,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "command": "python benchmarks/serving.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "run_dir": str(run_dir), "link": args.link, "epochs": args.epochs,
         "base_models": {k: {n: v.get(n) for n in ("val_accuracy", "test_accuracy", "epochs_run")}
-                        for k, v in store.run_json().get("metadata", {}).get("base_models", {}).items()},
+                        for k, v in store.record().base_models.items()},
         "original_path": original, "skip_path": skip, "cross_path": cross,
         "paths": {label: path_info(row) for label, row in rows.items()},
         "skip_candidates": {r.spec: path_info(r) for r in sorted(trained.values(), key=lambda r: r.cost or 0.0)

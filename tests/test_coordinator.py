@@ -91,7 +91,9 @@ def test_a_slow_host_raises_its_weight(setup) -> None:
 def test_host_down_falls_back_locally_and_loses_nothing(setup) -> None:
     t, cross, transport, original, _ = setup
     now = [0.0]
-    cfg = RoutingConfig(cost=CostModel(a=40, c_l=1e-3, c_h=1e-4, d_l=0, d_h=0), retry_after_s=5.0)
+    # host time and T_cm weigh nothing here: what the host's wall-clock compute measured on a loaded
+    # machine must not decide which route this test of the fallback logic takes
+    cfg = RoutingConfig(cost=CostModel(a=40, b=0, c_l=1e-3, c_h=0, d_l=0, d_h=0), retry_after_s=5.0)
     coord = Coordinator(routes(setup, skip_acc=0.5), 0.9, cfg, clock=lambda: now[0])
     transport.fail = True
     try:

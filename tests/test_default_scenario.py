@@ -96,3 +96,16 @@ def test_another_model_in_the_config_starts_from_generic_defaults() -> None:
     assert default.local.base == DEFAULT_LOCAL and default.hosts[0].base == DEFAULT_HOST
     with pytest.raises(ConfigError, match="also set task"):
         from_dict({"local": {"model": "resnet18"}})
+
+
+def test_a_cache_file_name_never_holds_the_task_text(tmp_path, monkeypatch) -> None:
+    """``task = "imagefolder:/data/x"`` wrote base/resnet18-imagefolder:/data/x-HASH.safetensors: a
+    tree of folders named after the user's path, and a colon (invalid on some file systems)."""
+    from codenn.train.base_models import cached_files
+
+    monkeypatch.setenv("CODENN_CACHE", str(tmp_path))
+    weights, record = cached_files(BaseModelSpec("resnet18", "imagefolder:/data/my photos/x", epochs=1, lr=1e-3))
+    assert weights.parent == record.parent == tmp_path / "base"
+    assert weights.name.startswith("resnet18-imagefolder_data_my_photos_x-") and ":" not in weights.name
+    # built-in tasks keep the names the bundled weights were shipped under
+    assert cached_files(DEFAULT_HOST)[0].name == "mobilenet_v2-letters-6861702d3f0f.safetensors"

@@ -129,6 +129,14 @@ def test_vit_cuts_at_its_blocks_first(splitter: FxSplitter) -> None:
     assert [tuple(b.shape) for b in service.boundaries[:2]] == [(17, 32), (17, 32)]  # tokens, class token kept
 
 
+def test_blocks_are_named_after_the_stages_they_hold(splitter: FxSplitter) -> None:
+    """A block after the last cut holds the remaining stages and the head; its name says so (it
+    was called "head" while it held blocks 2 and 3 too)."""
+    model = timm.models.VisionTransformer(img_size=SIZE, patch_size=8, embed_dim=32, depth=4, num_heads=2,
+                                          num_classes=10)
+    assert [n for n, _ in splitter.split(model, 3)] == ["patch_embed..blocks.0", "blocks.1", "blocks.2..head"]
+
+
 def test_hand_written_splitters_win_whatever_the_order() -> None:
     alexnet = torchvision.models.alexnet()
     assert find_splitter(alexnet, [FxSplitter(), AlexNetSplitter()]).name == "alexnet"

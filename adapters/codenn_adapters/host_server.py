@@ -1,6 +1,6 @@
 """A codenn server's HTTP shell: Open Inference Protocol v2 over FastAPI (run with uvicorn).
 
-Endpoints (``{name}`` is a served model's name: a :class:`codenn.remote.served.ServedModel` such
+Endpoints (``{name}`` is a served model's name: a :class:`codenn.remote.served_model.ServedModel` such
 as a :class:`~codenn.remote.segment.HostSegment`):
 
 =====================================  =========================================================
@@ -51,7 +51,7 @@ from codenn.errors import (
 )
 from codenn.remote.access import AccessList, Provider
 from codenn.remote.dataplane import DataPlane, ServerRole
-from codenn.remote.served import ServedModel
+from codenn.remote.served_model import ServedModel
 from codenn_adapters import oip
 from codenn_adapters.server_limits import deadline_protocol
 

@@ -23,7 +23,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from codenn.errors import BoundaryMismatchError, CodennError
-from codenn.remote.served import OIP_DATATYPES, oip_datatype
+from codenn.remote.served_model import OIP_DATATYPES, oip_datatype
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 """HTTP header naming the JSON header's byte length when binary tensor data follows it."""

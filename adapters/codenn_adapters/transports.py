@@ -42,7 +42,7 @@ from codenn.errors import (
     HostUnavailableError,
     TransportError,
 )
-from codenn.remote.served import Served, ServedModel
+from codenn.remote.served_model import Served, ServedModel
 from codenn.remote.split_state import SegmentStateError
 
 
@@ -51,7 +51,7 @@ def _nbytes(t: torch.Tensor) -> int:
 
 
 class InProcessTransport:
-    """A host in the same process: the served models (:class:`codenn.remote.served.ServedModel`, e.g.
+    """A host in the same process: the served models (:class:`codenn.remote.served_model.ServedModel`, e.g.
     host segments) are called directly, tensors are copied.
 
     Simulation knobs (attributes, so a test can change them mid-run):

@@ -117,9 +117,12 @@ class FxSplitter(BlockSplitter):
 
     def split(self, model: nn.Module, num_blocks: int) -> list[NamedModule]:
         chosen = [c.path for c in self.choose(model, num_blocks)]
+        # blocks are named after the model's own stages, not after the cuts chosen: the last block of
+        # a ViT cut after blocks.8 is blocks.9..head, not head
+        stages = [c.path for c in self.cuts(model) if c.tier < OTHER_TIER] or chosen
         modes = training_modes(model)
         try:
-            parts = {mode: self._partition(model, mode, chosen) for mode in (True, False)}
+            parts = {mode: self._partition(model, mode, chosen, stages) for mode in (True, False)}
         finally:
             restore_modes(modes)
         names = _unique(parts[False][0])
@@ -194,8 +197,10 @@ class FxSplitter(BlockSplitter):
             "the size the model takes"
         )
 
-    def _partition(self, model: nn.Module, training: bool, chosen: list[str]) -> tuple[list[str], list[fx.GraphModule]]:
-        """Cut the graph traced in one mode after each of ``chosen``'s outputs."""
+    def _partition(self, model: nn.Module, training: bool, chosen: list[str], stages: list[str]
+                   ) -> tuple[list[str], list[fx.GraphModule]]:
+        """Cut the graph traced in one mode after each of ``chosen``'s outputs; name the blocks by
+        the ``stages`` they hold."""
         root, graph, tracer = self._trace(model, training)
         valid = _valid_cuts(graph, tracer)
         missing = [p for p in chosen if p not in valid]
@@ -219,7 +224,7 @@ class FxSplitter(BlockSplitter):
         inputs = [start, *ends]
         outs = [*ends, output.args[0]]
         modules = [extract(root, members[i], inputs[i], outs[i]) for i in range(len(inputs))]
-        names = block_names(members, tracer.node_paths, chosen, HEAD)
+        names = block_names(members, tracer.node_paths, stages, HEAD)
         return names, modules
 
 

@@ -36,7 +36,8 @@ def export_cmd(run_or_spec: str | None, run_dir: str | None, out: str, chosen: s
     --run RUN exports a run's selected path (or --spec, one of its trained paths); --spec alone a
     path spec such as 'alexnet[:1] > mobilenet_v2[1:4] > alexnet[5:]' with fresh links.
     """
-    from codenn_adapters.onnx_export import export_path, load_run_path
+    from codenn.search.store import load_run_path
+    from codenn_adapters.onnx_export import export_path
 
     log = lambda m: console.print(m)  # noqa: E731
     run_dir, chosen = _legacy_target(run_or_spec, run_dir, chosen)

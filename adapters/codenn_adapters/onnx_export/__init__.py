@@ -21,23 +21,24 @@ fresh random inputs and on real inputs, and compared with PyTorch; every file is
 another provider's tensors. A failing check raises :class:`codenn.errors.ExportError` and removes
 what this export wrote: an export never leaves a silently wrong file behind.
 
-Modules: :mod:`.partition` (the parts), :mod:`.export` (one module to one file),
+Modules: :mod:`codenn.paths.parts` (the parts, in the core), :mod:`.export` (one module to one file),
 :mod:`.compose` (``merged.onnx``), :mod:`.checks` (checker, parity), :mod:`.leaks` (provider
-separation), :mod:`.result` (``export.json``), :mod:`.pipeline` (:func:`export_path`) and
-:mod:`.run` (a path from a run directory). Every public name is re-exported here.
+separation), :mod:`.result` (``export.json``) and :mod:`.pipeline` (:func:`export_path`); a path
+from a run directory is :func:`codenn.search.store.load_run_path`. Every public name is re-exported here.
 """
 
 from __future__ import annotations
+
+from codenn.paths.parts import Op, PathPart, merged_part, path_ops, provider_tensors, split_path
+from codenn.search.store import load_run_path
 
 from .checks import Parity, check_file, compare, ort_session
 from .compose import compose_files
 from .contract import FP16_TOLERANCE, FP32_TOLERANCE, INPUT_NAME, MANIFEST, OPSET, OUTPUT_NAME, PARITY_BATCHES
 from .export import export_module
 from .leaks import LeakCheck, file_tensors, find_leaks
-from .partition import Op, PathPart, merged_part, path_ops, provider_tensors, split_path
 from .pipeline import export_path
 from .result import ExportedFile, ExportResult
-from .run import load_run_path
 
 __all__ = [
     "FP16_TOLERANCE",

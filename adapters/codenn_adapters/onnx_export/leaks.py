@@ -15,8 +15,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from codenn.errors import ExportError
-
-from .partition import PathPart
+from codenn.paths.parts import PathPart
 
 if TYPE_CHECKING:
     import onnx

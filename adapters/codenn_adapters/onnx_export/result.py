@@ -13,11 +13,11 @@ from pathlib import Path as FsPath
 from typing import TYPE_CHECKING, Any
 
 from codenn.model.blocks import BoundarySpec
+from codenn.paths.parts import PathPart
 
 from .checks import Parity
 from .contract import INPUT_NAME, OUTPUT_NAME, opset_of
 from .leaks import LeakCheck
-from .partition import PathPart
 
 if TYPE_CHECKING:
     import onnx

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from codenn.paths.composed import ComposedPath, PathStats
     from codenn.paths.cost import PathMeasures, accuracy_throughput, paper_cost
     from codenn.paths.links import build_link, check_link
+    from codenn.paths.parts import PathPart, merged_part, split_path
     from codenn.paths.rows import PathRow, pareto_front
     from codenn.paths.space import PathSpace
     from codenn.paths.spec import PaperIndices, PathSpec, Segment, slug
@@ -29,6 +30,9 @@ _EXPORTS = {
     "paper_cost": "codenn.paths.cost",
     "build_link": "codenn.paths.links",
     "check_link": "codenn.paths.links",
+    "PathPart": "codenn.paths.parts",
+    "merged_part": "codenn.paths.parts",
+    "split_path": "codenn.paths.parts",
     "PathRow": "codenn.paths.rows",
     "pareto_front": "codenn.paths.rows",
     "PathSpace": "codenn.paths.space",
@@ -38,8 +42,8 @@ _EXPORTS = {
     "slug": "codenn.paths.spec",
 }
 __all__ = [
-    "ComposedPath", "PaperIndices", "PathMeasures", "PathRow", "PathSpace", "PathSpec", "PathStats", "Segment",
-    "accuracy_throughput", "build_link", "check_link", "paper_cost", "pareto_front", "slug",
+    "ComposedPath", "PaperIndices", "PathMeasures", "PathPart", "PathRow", "PathSpace", "PathSpec", "PathStats", "Segment",
+    "accuracy_throughput", "build_link", "check_link", "merged_part", "paper_cost", "pareto_front", "split_path", "slug",
 ]
 
 _getattr, __dir__ = lazy_exports(__name__, _EXPORTS)

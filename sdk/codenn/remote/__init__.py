@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from codenn.remote.leg import RemoteLeg, RemotePath, RemoteSegment
     from codenn.remote.local_model import CoordinatedModel, coordinator_from_run
     from codenn.remote.segment import HostSegment
-    from codenn.remote.served import Served, ServedModel, TrainableModel
+    from codenn.remote.served_model import Served, ServedModel, TrainableModel
     from codenn.remote.split_state import SegmentStateError
     from codenn.remote.split_trainer import SplitTrainer
     from codenn.remote.transport import check_host_reply, make_transport
@@ -46,9 +46,9 @@ _EXPORTS = {
     "CoordinatedModel": "codenn.remote.local_model",
     "coordinator_from_run": "codenn.remote.local_model",
     "HostSegment": "codenn.remote.segment",
-    "Served": "codenn.remote.served",
-    "ServedModel": "codenn.remote.served",
-    "TrainableModel": "codenn.remote.served",
+    "Served": "codenn.remote.served_model",
+    "ServedModel": "codenn.remote.served_model",
+    "TrainableModel": "codenn.remote.served_model",
     "SegmentStateError": "codenn.remote.split_state",
     "SplitTrainer": "codenn.remote.split_trainer",
     "check_host_reply": "codenn.remote.transport",

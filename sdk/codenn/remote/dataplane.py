@@ -32,7 +32,7 @@ from codenn.errors import (
 from codenn.model.blocks import BoundarySpec
 from codenn.remote.access import AccessList, Action, Provider, access_from
 from codenn.remote.host import checkpoint_file
-from codenn.remote.served import Served, ServedModel, TrainableModel, oip_datatype
+from codenn.remote.served_model import Served, ServedModel, TrainableModel, oip_datatype
 from codenn.remote.split_state import finite_count
 
 log = logging.getLogger("codenn.host")

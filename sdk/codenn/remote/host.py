@@ -13,7 +13,7 @@ from codenn.errors import ConfigError
 from codenn.paths.links import build_link
 from codenn.paths.spec import PathSpec
 from codenn.remote.segment import HostSegment
-from codenn.remote.served import TrainableModel
+from codenn.remote.served_model import TrainableModel
 from codenn.search.store import RunStore
 from codenn.train.scenario import Log
 

@@ -26,7 +26,7 @@ from codenn.paths.composed import ComposedPath
 from codenn.paths.rows import PathRow
 from codenn.paths.spec import PathSpec, slug
 from codenn.remote.coordinator import Coordinator, Route, RouteInfo
-from codenn.remote.served import Served, tensor_metadata
+from codenn.remote.served_model import Served, tensor_metadata
 from codenn.search.store import RunStore
 
 if TYPE_CHECKING:
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 
 class CoordinatedModel:
-    """A :class:`codenn.remote.served.ServedModel` backed by a coordinator: inference only (it is
+    """A :class:`codenn.remote.served_model.ServedModel` backed by a coordinator: inference only (it is
     not a TrainableModel, so the app answers split-training calls to it with 404)."""
 
     def __init__(self, service: Service, coordinator: Coordinator) -> None:

@@ -41,7 +41,7 @@ from codenn.errors import BoundaryMismatchError, ConfigError, NonFiniteError
 from codenn.model.blocks import BoundarySpec
 from codenn.model.service import Service
 from codenn.paths.spec import PathSpec, slug
-from codenn.remote.served import Served, tensor_metadata
+from codenn.remote.served_model import Served, tensor_metadata
 from codenn.remote.split_state import (
     Applied,
     ProviderTraining,
@@ -62,7 +62,7 @@ __all__ = ["HostSegment", "SegmentStateError"]
 
 class HostSegment:
     """One served cross path on the host: ``exit_link(host[hin:hout+1](entry_link(x)))``; a
-    :class:`codenn.remote.served.ServedModel`."""
+    :class:`codenn.remote.served_model.ServedModel`."""
 
     def __init__(
         self,

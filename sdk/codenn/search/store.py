@@ -26,13 +26,14 @@ import torch
 
 from codenn.config.run import RunConfig
 from codenn.contracts.plugins import Plugins
-from codenn.errors import ConfigError, FrozenParameterError
+from codenn.errors import ConfigError, ExportError, FrozenParameterError
 from codenn.fileio import atomic_json, atomic_tensors, atomic_write, jsonable
 from codenn.model.service import Service, ServiceCard
 from codenn.paths.composed import ComposedPath
 from codenn.paths.rows import PathRow
-from codenn.paths.spec import slug
+from codenn.paths.spec import PathSpec, slug
 from codenn.search.record import LinkManifest, RunRecord, SearchState
+from codenn.train.data import tensors
 from codenn.train.scenario import Log, Scenario, run_services, scenario_from_config
 
 
@@ -49,6 +50,10 @@ class RunStore:
         store = cls(root)
         store.run_config()
         return store
+
+    def exists(self) -> bool:
+        """Whether the directory holds any part of a run (its record or results)."""
+        return (self.root / "run.json").exists() or self.results.exists()
 
     # -- rows -----------------------------------------------------------------------------------
     @property
@@ -227,3 +232,36 @@ class RunStore:
         path = ComposedPath(spec, services, link=list(manifest.link_factories), link_options=dict(manifest.link_options))
         path.links.load_state_dict(self.load_links(spec))
         return path
+
+    def load_path(self, spec: str | None = None, *, log: Log = print, inputs: int = 8
+                  ) -> tuple[ComposedPath, torch.Tensor]:
+        """A trained path of the run rebuilt over all its services (``spec``, default the selected
+        path), in eval mode, and ``inputs`` real inputs of the local task's test split (what an
+        export checks parity on)."""
+        scenario = self.scenario(log=log)
+        trained = self.trained()
+        if spec is None:
+            spec = self.selected_spec()
+            if not spec:
+                raise ExportError(f"run {str(self.root)!r} selected no path (decision: {self.decision()!r}); choose one "
+                                  f"with --spec. Trained paths: {sorted(trained) or 'none'}")
+        services = scenario.services
+        try:
+            canonical = str(PathSpec.parse(spec).resolve({n: s.num_blocks for n, s in services.items()}))
+        except KeyError as exc:
+            raise ExportError(f"path {spec!r} names a service the run does not have: {exc}; services: "
+                              f"{sorted(services)}") from exc
+        if canonical not in trained:
+            raise ExportError(f"run {str(self.root)!r} has no trained links for {spec!r}; trained paths: "
+                              f"{sorted(trained) or 'none'}")
+        path = self.trained_path(canonical, services)
+        x, _ = tensors(scenario.splits.test, limit=inputs)
+        accuracy = trained[canonical].test_accuracy
+        log(f"loaded {canonical} from {self.root} (test accuracy {float('nan') if accuracy is None else accuracy:.3f})")
+        return path.eval(), x
+
+
+def load_run_path(run_dir: str | os.PathLike[str], spec: str | None = None, *, log: Log = print
+                  ) -> tuple[ComposedPath, torch.Tensor]:
+    """:meth:`RunStore.load_path` of the run at ``run_dir``."""
+    return RunStore.open(run_dir).load_path(spec, log=log)

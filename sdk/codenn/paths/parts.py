@@ -1,4 +1,4 @@
-"""Splitting a path into the parts each provider serves.
+"""Splitting a path into the parts each provider serves (what ONNX export writes one file for).
 
 A part is a maximal run of consecutive operations (blocks and links) that one provider executes;
 links follow :attr:`codenn.paths.ComposedPath.link_sides`. Each part is exported to its own file, so this
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -18,7 +18,6 @@ from codenn.errors import ExportError
 from codenn.model.blocks import BoundarySpec
 
 if TYPE_CHECKING:
-    from codenn.model.service import Service
     from codenn.paths.composed import ComposedPath
 
 
@@ -83,8 +82,7 @@ def path_ops(path: ComposedPath) -> list[tuple[Op, nn.Module]]:
         if i > 0:
             src, dst = path.link_specs[i - 1]
             out.append((Op(path.link_sides[i - 1], f"link{i - 1}", "link", src, dst), path.links[i - 1]))
-        # Path.__init__ admits only codenn.Service values into its ModuleDict
-        svc = cast("Service", path.services[seg.service])
+        svc = path.services[seg.service]
         card = svc.card
         for b in seg.blocks(svc.num_blocks):
             out.append((Op(seg.service, f"{seg.service}.block{b}", "block", card.input_of(b), card.output_of(b)),
