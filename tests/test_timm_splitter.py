@@ -179,3 +179,13 @@ def test_cut_carrying_two_tensors_is_refused(splitter: TimmFeatureSplitter) -> N
     assert (run_blocks([m for _, m in parts], x) - model(x)).abs().max() <= 1e-6
     with pytest.raises(SplitError, match="block 2 needs 's0' .* besides the output of 's1'.*more than one"):
         splitter.split(model, 4)
+
+
+def test_a_fixed_size_timm_model_is_built_at_the_size_asked() -> None:
+    """A ViT host at the scenario's 64x64 stopped `codenn search` with timm's bare
+    ``AssertionError: Input height (64) doesn't match model (224)``: model loading passed no img_size."""
+    from codenn import Service
+
+    service = Service.from_name("vit_tiny_patch16_224", input_shape=(3, 64, 64))
+    assert service.card.boundaries[0].shape == (17, 192)  # (64 / 16)^2 patches and the class token
+    assert service(torch.randn(1, 3, 64, 64)).shape == (1, 1000)

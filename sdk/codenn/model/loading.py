@@ -50,10 +50,13 @@ MODELS: dict[str, type[nn.Module]] = {"alexnet_cifar": AlexNetCifar}
 """codenn's own architectures, looked up before torchvision and timm."""
 
 
-def load_model(name: str, *, weights: str | os.PathLike[str] | None = None, num_classes: int | None = None) -> nn.Module:
-    """Build ``name`` from torchvision, else timm, and load ``weights`` if given."""
+def load_model(name: str, *, weights: str | os.PathLike[str] | None = None, num_classes: int | None = None,
+               input_size: int | None = None) -> nn.Module:
+    """Build ``name`` from torchvision, else timm, and load ``weights`` if given. ``input_size``
+    (pixels, square) builds a timm model whose size is fixed at construction (ViT, Swin, ...) for
+    that size; models that take any size ignore it."""
     local = Path(weights) if weights is not None and _is_local_file(weights) else None
-    model = _build(name, pretrained=None if local else weights, num_classes=num_classes)
+    model = _build(name, pretrained=None if local else weights, num_classes=num_classes, input_size=input_size)
     if local is not None:
         load_safetensors(model, local)
     return model
@@ -63,7 +66,8 @@ def _is_local_file(weights: str | os.PathLike[str]) -> bool:
     return str(weights).endswith(".safetensors") or Path(weights).exists()
 
 
-def _build(name: str, *, pretrained: str | os.PathLike[str] | None, num_classes: int | None) -> nn.Module:
+def _build(name: str, *, pretrained: str | os.PathLike[str] | None, num_classes: int | None,
+           input_size: int | None = None) -> nn.Module:
     kwargs: dict[str, Any] = {} if num_classes is None else {"num_classes": num_classes}
     if name in MODELS:
         if pretrained is not None:
@@ -76,12 +80,32 @@ def _build(name: str, *, pretrained: str | os.PathLike[str] | None, num_classes:
     import timm
 
     if timm.is_model(name):
-        return timm.create_model(name, pretrained=pretrained is not None, **kwargs)
+        return _timm_model(timm, name, pretrained is not None, input_size, kwargs)
     raise ConfigError(
         f"unknown model {name!r}: it is neither codenn's own ({', '.join(MODELS)}) nor a torchvision model "
         "(torchvision.models.list_models()) nor a timm model (timm.list_models()); "
         "pass your own nn.Module to Service instead"
     )
+
+
+def _timm_model(timm: Any, name: str, pretrained: bool, input_size: int | None, kwargs: dict[str, Any]) -> nn.Module:
+    """A timm model at ``input_size`` where its size is a constructor argument (``img_size``); a model
+    without one (a CNN) takes any size and is built as usual."""
+    if input_size is None:
+        plain: nn.Module = timm.create_model(name, pretrained=pretrained, **kwargs)
+        return plain
+    try:
+        model: nn.Module = timm.create_model(name, pretrained=pretrained, img_size=input_size, **kwargs)
+        return model
+    except TypeError as exc:
+        if "img_size" not in str(exc):
+            raise
+    except (AssertionError, ValueError) as exc:  # timm's own checks: a patch or window size that does not fit
+        raise ConfigError(f"timm model {name!r} cannot be built for {input_size}x{input_size} inputs: {exc}; set the "
+                          "scenario's size (`size` of [local]) to one the model takes, e.g. a multiple of its patch "
+                          "and window sizes") from None
+    any_size: nn.Module = timm.create_model(name, pretrained=pretrained, **kwargs)
+    return any_size
 
 
 def load_safetensors(model: nn.Module, path: Path) -> None:

@@ -168,8 +168,11 @@ class Service(nn.Module):
         num_classes: int | None = None,
         **kwargs: Any,
     ) -> Service:
-        """A service from a torchvision or timm model name, optional weights (enum name or file)."""
-        model = load_model(model_name, weights=weights, num_classes=num_classes)
+        """A service from a torchvision or timm model name, optional weights (enum name or file); a
+        timm model whose input size is fixed at construction is built for ``input_shape``."""
+        shape = kwargs.get("input_shape")
+        size = int(shape[-1]) if isinstance(shape, (tuple, list)) and len(shape) == 3 and shape[-1] == shape[-2] else None
+        model = load_model(model_name, weights=weights, num_classes=num_classes, input_size=size)
         return cls(name or model_name, model, architecture=model_name, **kwargs)
 
     def _probe(self) -> tuple[tuple[BoundarySpec, ...], tuple[BlockCard, ...]]:

@@ -1,18 +1,8 @@
-"""The objectives that score a path: eq. (1) of the paper and accuracy x throughput (coefficients:
-:class:`codenn.config.cost.CostModel`).
+"""The objectives that score a path: eq. (1) of the paper and accuracy x throughput.
 
-Units (every coefficient is per these units):
-
-- accuracy ``A_p``, ``L_A``: fractions in [0, 1];
-- times ``T_cm``, ``T_cp,l``, ``T_cp,h``: microseconds per request (one sample);
-- compute ``C_l``, ``C_h``: GFLOPs per sample (``compute_unit="gflops"``, the default) or millions
-  of parameters (``compute_unit="mparams"``), on the local provider and on the hosts.
-
-F(p) = exp(a (L_A - A_p)) + b T_cm + c_l T_cp,l + c_h T_cp,h + d_l C_l + d_h C_h      (1)
-subject to T_cp,l + T_cp,h + T_cm <= L_T                                              (2)
-
-Defaults are the paper's Experiment 4 values (a = 40, c_l = 1e-6, c_h = 2e-5, d_l = d_h = 10);
-the paper gives no b (its communication time was negligible), so b defaults to c_l.
+Their coefficients, the bound L_T of eq. (2) and the units every term is in (accuracy as a
+fraction, times in µs per sample, compute in GFLOPs or Mparams per sample) are
+:class:`codenn.config.cost.CostModel`'s.
 """
 
 from __future__ import annotations

@@ -176,7 +176,7 @@ def base_model(spec: BaseModelSpec, *, log: Callable[[str], None] = print) -> tu
     if _cached(spec, log):
         meta = json.loads(meta_file.read_text())
         classes = meta.get("num_classes") or task_splits(spec.task, spec.size, spec.seed).num_classes
-        model = load_model(spec.model, weights=weights, num_classes=int(classes))
+        model = load_model(spec.model, weights=weights, num_classes=int(classes), input_size=spec.size)
         return model, meta
     log(f"training base model {spec.model} on {spec.task} (cached in {weights.parent})")
     return train_base_model(spec, weights, meta_file, log=log)
@@ -189,9 +189,9 @@ def train_base_model(spec: BaseModelSpec, weights: Path, meta_file: Path, *, log
     splits = task_splits(spec.task, spec.size, spec.seed)
     torch.manual_seed(spec.seed)
     if spec.weights is None:
-        model = load_model(spec.model, num_classes=splits.num_classes)
+        model = load_model(spec.model, num_classes=splits.num_classes, input_size=spec.size)
     else:
-        model = load_model(spec.model, weights=spec.weights)
+        model = load_model(spec.model, weights=spec.weights, input_size=spec.size)
         replace_head(model, splits.num_classes)
     t0 = time.perf_counter()
     fit = _fit(model, splits, spec, log)
